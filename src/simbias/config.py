@@ -67,7 +67,7 @@ def _describe(err: ValidationError) -> str:
     if err.validator == "required":
         missing = re.findall(r"'([^']+)' is a required property", err.message)
         return f"{_where(path + missing)}: required field is missing"
-    if err.validator == "propertyNames":
+    if "propertyNames" in list(err.absolute_schema_path):
         return (
             f"regime name {err.instance!r} is not path-safe: use letters, digits, '_' and '-' only "
             "(no '/', '..' or spaces), starting with a letter or digit"
@@ -129,7 +129,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("; ".join(dict.fromkeys(_describe(e) for e in errors)))
     for name, reg in cfg["regimes"].items():
         _semantic_checks(name, reg)
-    return cfg
+    # keys sorted at every level: a job's params then do not depend on the order of keys in
+    # config.yaml, so reordering fields reruns nothing (Snakemake compares params by repr).
+    return json.loads(json.dumps(cfg, sort_keys=True))
 
 
 def _semantic_checks(name: str, reg: dict) -> None:

@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class FlowResult:
     tau: np.ndarray  # (T,) flow-time offsets of the records (from the flow's start)
-    theta: np.ndarray  # (T, m, d), NaN after the replica stopped
+    theta: np.ndarray  # (T, m, d), NaN from the record after the replica stopped
     loss: np.ndarray
     sharpness: np.ndarray
     grad_norm: np.ndarray
-    theta_end: np.ndarray  # (m, d)
-    tau_end: float  # offset at which the flow stopped
+    theta_end: np.ndarray  # (m, d), the state where the flow stopped
+    tau_end: float  # offset at which the flow stopped (between records when it met tol)
     grad_norm_end: float
     tau_eps: float  # offset after which ‖∇_M F‖ ≤ eps holds for good (NaN: never)
     retraction: str  # "newton" | "gradient_flow+newton" | "failed"
@@ -114,6 +114,14 @@ def run_flow(
     def fun(t, v):
         return model.flow_velocity(np, act, v.reshape((1,) + shape), X, y, w).ravel()
 
+    def jac(t, v):
+        """Forward-difference Jacobian, all m·d columns in one batched evaluation."""
+        h = np.sqrt(np.finfo(float).eps) * np.maximum(1.0, np.abs(v))
+        pts = v[None, :] + np.diag(h)
+        f_all = model.flow_velocity(np, act, np.vstack([v[None], pts]).reshape((-1,) + shape), X, y, w)
+        f_all = f_all.reshape(f_all.shape[0], -1)
+        return ((f_all[1:] - f_all[0]) / h[:, None]).T
+
     def at_tol(t, v):
         return np.log(gnorm(v.reshape(shape)) / tol)
 
@@ -141,6 +149,7 @@ def run_flow(
             (tau_now, offsets[i + 1]),
             theta.ravel(),
             method="BDF",
+            jac=jac,
             events=(at_tol, eps_down, eps_up),
             rtol=rtol,
             atol=atol,
@@ -157,12 +166,11 @@ def run_flow(
         theta = theta[0]
         tau_now = float(sol.t[-1])
         i += 1
-        g = store(i, theta)
-        if sol.status == 1 and sol.t_events[0].size:  # reached tol: stop here
-            offsets = offsets.copy()
-            offsets[i] = tau_now
-            if g <= tol * 1.01:
+        if sol.status == 1 and sol.t_events[0].size:  # reached tol between records: stop here
+            if gnorm(theta) <= tol * 1.01:
                 status = "converged"
+        else:
+            store(i, theta)
     g_end = gnorm(theta)
     if g_end > eps:
         tau_eps = None

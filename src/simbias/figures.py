@@ -1,0 +1,227 @@
+"""Figures (seaborn): singular values under SGD, SGD + flow on one τ axis, neuron PCA."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import analysis, model, storage  # noqa: E402
+from .activations import make_activation  # noqa: E402
+
+BAND = ("pi", 80)  # seaborn errorbar: the band holds the middle 80% of replicas
+
+
+def _header(regime: str, cfg: dict) -> str:
+    act = make_activation(cfg["activation"])
+    return (
+        f"{regime}: m={cfg['m']}, d={cfg['d']}, n={cfg['n']}, η={cfg['eta']:g}, σ={cfg['sigma']:g}, "
+        f"φ(z) = {act.describe()}"
+    )
+
+
+def _kept(sgd) -> tuple[np.ndarray, str]:
+    keep = ~sgd["diverged"].values.astype(bool)
+    R = keep.size
+    note = f"{keep.sum()} replicas" + (f" ({R - keep.sum()} diverged, left out)" if keep.sum() < R else "")
+    return keep, note
+
+
+def _meaningful_ranks(cfg: dict) -> int:
+    """Z = ΘXᵀ has rank ≤ min(m, n, d): singular values past that are exactly 0."""
+    return min(cfg["m"], cfg["n"], cfg["d"])
+
+
+def _long(values: np.ndarray, x: np.ndarray, xname: str, ranks: range, keep: np.ndarray) -> pd.DataFrame:
+    """(replica, record, rank) normalised singular values -> long-form frame for seaborn."""
+    norm = values / values[..., :1]
+    frames = []
+    for k in ranks:
+        v = norm[keep][:, :, k - 1]
+        frames.append(
+            pd.DataFrame(
+                {xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{k}/σ1"}
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def singular_values(regime, cfg, inputs, png, pdf) -> None:
+    """σ_k(Z)/σ_1(Z) against SGD step: replica median and 10–90% band."""
+    sgd = storage.open_dataset(inputs["sgd"])
+    keep, note = _kept(sgd)
+    step = sgd["step"].values
+    pos = step > 0
+    K = _meaningful_ranks(cfg)
+    df = _long(sgd["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sns.lineplot(data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax)
+    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
+    ax.set_title(
+        f"{_header(regime, cfg)}\nlabel-noise SGD, {note}: median and 10–90% band",
+        fontsize=9,
+    )
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * cfg["eta"] ** 2 * cfg["sigma"] ** 2,
+                                               lambda t: t / (cfg["eta"] ** 2 * cfg["sigma"] ** 2)))
+    top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
+    _save(fig, png, pdf)
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Carry each replica's last recorded value forward along the record axis (axis 1)."""
+    out = a.copy()
+    for t in range(1, out.shape[1]):
+        miss = np.isnan(out[:, t])
+        out[:, t][miss] = out[:, t - 1][miss]
+    return out
+
+
+def trajectory(regime, cfg, inputs, png, pdf) -> None:
+    """SGD then the flow on one τ axis: F − F*, ‖∇_M F‖ and σ_k/σ_1, with the Theorem 3 bound."""
+    data = storage.open_dataset(inputs["data"])
+    sgd = storage.open_dataset(inputs["sgd"])
+    fl = storage.open_dataset(inputs["flow"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    keep, note = _kept(sgd)
+    act = make_activation(cfg["activation"])
+    X, w = data["x"].values, data["w"].values
+    F_star = float(cmp_["sharpness_star"].values[0])
+    has_star = np.isfinite(F_star)
+    tau_s = sgd["tau"].values
+    pos = tau_s > 0
+    # flow records up to the first one past the last replica's stop
+    last = np.nanmax(fl["tau_end"].values[keep]) if np.isfinite(fl["tau_end"].values[keep]).any() else np.inf
+    n_f = min(int(np.searchsorted(fl["tau"].values, last)) + 1, fl.sizes["record"])
+    fl = fl.isel(record=slice(0, n_f))
+    tau_f = fl["tau"].values
+    th_s = sgd["theta"].values[:, pos]
+    R, T = th_s.shape[:2]
+    flat = th_s.reshape((R * T,) + th_s.shape[2:])
+    ok = np.isfinite(flat).all(axis=(1, 2))
+    g_s = np.full(R * T, np.nan)
+    g_s[ok] = model.norm(np, model.riemannian_grad(np, act, flat[ok], X, w))
+    g_s = g_s.reshape(R, T)
+    F_s = sgd["sharpness"].values[:, pos]
+    F_f = _ffill(fl["sharpness"].values)
+    g_f = _ffill(fl["grad_norm"].values)
+    floor = 1e-16
+
+    def stage_frame(tau, vals, stage):
+        v = vals[keep]
+        return pd.DataFrame({"τ": np.tile(tau, v.shape[0]), "value": v.ravel(), "stage": stage})
+
+    fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    ax = axes[0]
+    shift = F_star if has_star else 0.0
+    df = pd.concat(
+        [
+            stage_frame(tau_s[pos], F_s - shift, "label-noise SGD"),
+            stage_frame(tau_f, F_f - shift, "manifold flow"),
+        ]
+    )
+    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    if has_star:  # off M (early SGD) F can be below F*: symlog shows the sign
+        ax.set_yscale("symlog", linthresh=1e-14)
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_ylabel(f"F − F*  (F* = {F_star:.4g}; symlog)")
+    else:
+        ax.set(yscale="log", ylabel="F (no F*: Theorem 2 does not apply)")
+    ax = axes[1]
+    df = pd.concat(
+        [
+            stage_frame(tau_s[pos], np.maximum(g_s, floor), "label-noise SGD"),
+            stage_frame(tau_f, np.maximum(g_f, floor), "manifold flow"),
+        ]
+    )
+    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    eps = cfg["theory"]["epsilon"]
+    ax.axhline(eps, color="grey", lw=0.8, ls=":", label=f"ε = {eps:g}")
+    bound = cmp_["tau_eps_theorem3_bound"].values[keep]
+    if np.isfinite(bound).any():
+        tb = float(fl.attrs["tau_start"]) + np.nanmedian(bound)
+        ax.axvline(tb, color="crimson", lw=1.2, ls="--", label=f"Theorem 3 bound (median) τ = {tb:.3g}")
+    else:
+        reason = str(cmp_.attrs.get("theorem3_reason", ""))
+        ax.text(0.01, 0.04, f"Theorem 3 bound not applicable: {reason}", transform=ax.transAxes, fontsize=7)
+    ax.set(yscale="log", ylabel="‖∇_M F‖ (Riemannian gradient)")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    K = _meaningful_ranks(cfg)
+    ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
+    df_ = _long(_ffill(fl["feature_sv"].values), tau_f, "τ", range(2, K + 1), keep)
+    ds_["stage"], df_["stage"] = "SGD", "flow"
+    df = pd.concat([ds_, df_])
+    df["value"] = np.maximum(df["value"], floor)
+    sns.lineplot(
+        data=df, x="τ", y="value", hue="singular value", style="stage", estimator="median", errorbar=BAND, ax=ax
+    )
+    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)", xlabel="flow time τ (SGD: τ = η²σ²·step)")
+    ax.legend(fontsize=7, ncol=2)
+    for a in axes:
+        a.axvline(float(fl.attrs["tau_start"]), color="k", lw=0.8, ls=":")
+    axes[0].text(float(fl.attrs["tau_start"]), axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    fig.suptitle(
+        f"{_header(regime, cfg)}\nSGD continued by the Riemannian flow of F on M; {note}, median and 10–90% band\n"
+        "(a replica's end state is carried forward once ‖∇_M F‖ ≤ tol; in the lower panels values below 1e-16 are drawn at 1e-16)",
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
+def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
+    """Neurons' feature vectors (rows of Z) along SGD and the flow, in the plane of the
+    first two principal components of the final feature vectors (paper Figure 1b)."""
+    data = storage.open_dataset(inputs["data"])
+    sgd = storage.open_dataset(inputs["sgd"])
+    fl = storage.open_dataset(inputs["flow"])
+    keep, _ = _kept(sgd)
+    r = int(np.flatnonzero(keep)[0])
+    X = data["x"].values
+    Zs = sgd["theta"].values[r] @ X.T  # (T, m, n)
+    Zf = fl["theta"].values[r] @ X.T
+    Zf = Zf[np.isfinite(Zf).all(axis=(1, 2))]
+    Zend = fl["theta_end"].values[r] @ X.T
+    mean, basis = analysis.pca_basis(Zend)
+    if np.linalg.norm(Zend - mean) < 1e-8:  # all neurons coincide at the end: use the whole path
+        mean, basis = analysis.pca_basis(np.concatenate([Zs.reshape(-1, Zs.shape[-1]), Zend]))
+    P = lambda Z: (Z - mean) @ basis.T  # noqa: E731
+    ps, pf, pe = P(Zs), P(Zf), P(Zend)
+    m = Zs.shape[1]
+    colors = sns.color_palette("husl", m)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for j in range(m):
+        ax.plot(ps[:, j, 0], ps[:, j, 1], color=colors[j], lw=0.9, alpha=0.8)
+        ax.plot(pf[:, j, 0], pf[:, j, 1], color=colors[j], lw=0.9, ls="--", alpha=0.8)
+        ax.scatter(ps[0, j, 0], ps[0, j, 1], color=colors[j], marker="o", facecolors="none", s=25)
+    ax.scatter(ps[-1, :, 0], ps[-1, :, 1], c="k", marker="s", s=10, label="end of SGD", zorder=3)
+    ax.scatter(pe[:, 0], pe[:, 1], c="k", marker="x", s=40, label="end of flow", zorder=4)
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="initial")
+    ax.plot([], [], color="grey", label="SGD path")
+    ax.plot([], [], color="grey", ls="--", label="flow path")
+    ax.set(xlabel="PC 1 of the final neuron feature vectors", ylabel="PC 2")
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"{_header(regime, cfg)}\nreplica {r}: each colour is one neuron's feature vector z_j = Xθ_j ∈ R^n",
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
+def _save(fig, png: str, pdf: str) -> None:
+    fig.tight_layout()
+    for path in (png, pdf):
+        with storage.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format=path.rsplit(".", 1)[-1])
+    plt.close(fig)
+
+
+KINDS = {"singular_values": singular_values, "trajectory": trajectory, "neuron_pca": neuron_pca}
+
+
+def draw(kind: str, regime: str, cfg: dict, inputs: dict, png: str, pdf: str) -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+    KINDS[kind](regime, cfg, inputs, png, pdf)

@@ -1,0 +1,69 @@
+"""Config validation: defaults, coercion, and messages that name the regime and the field."""
+
+import copy
+
+import pytest
+
+from simbias.config import ConfigError, load_config_file, validate_config
+
+BASE = {"regimes": {"r1": {"m": 3, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.1}}}
+
+
+def cfg_with(**fields):
+    c = copy.deepcopy(BASE)
+    c["regimes"]["r1"].update(fields)
+    return c
+
+
+def test_defaults_are_filled():
+    c = validate_config(BASE)
+    r = c["regimes"]["r1"]
+    assert r["activation"] == {"name": "cubic", "k": 1, "nu": 0.1}
+    assert r["replicas"] == 32 and r["dtype"] == "float64" and r["backend"] == "auto"
+    assert r["sgd"]["steps"] == 100000 and r["flow"]["tol"] == 1e-10
+    assert c["results"] == "results"
+
+
+def test_numeric_text_is_coerced():
+    c = validate_config(cfg_with(eta="1e-3", m="4"))
+    assert c["regimes"]["r1"]["eta"] == 1e-3 and c["regimes"]["r1"]["m"] == 4
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"eta": 0}, "regime 'r1', field 'eta'"),
+        ({"sigma": -0.1}, "regime 'r1', field 'sigma'"),
+        ({"m": 2.5}, "regime 'r1', field 'm'"),
+        ({"n": 0}, "regime 'r1', field 'n'"),
+        ({"sigmaa": 0.1}, "did you mean 'sigma'?"),
+        ({"activation": {"name": "tanh"}}, "regime 'r1', field 'activation.name'"),
+        ({"activation": {"nu": -1}}, "field 'activation.nu'"),
+        ({"replicas": 0}, "field 'replicas'"),
+        ({"sgd": {"steps": -5}}, "field 'sgd.steps'"),
+        ({"dtype": "float16"}, "field 'dtype'"),
+        ({"eta": "fast"}, "field 'eta'"),
+        ({"weights": {"kind": "list", "values": [1, 2]}}, "field 'weights.values'"),
+    ],
+)
+def test_bad_fields_are_named(fields, needle):
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg_with(**fields))
+    assert needle in str(exc.value)
+
+
+def test_missing_field_and_unsafe_name():
+    c = copy.deepcopy(BASE)
+    del c["regimes"]["r1"]["sigma"]
+    with pytest.raises(ConfigError, match="regime 'r1', field 'sigma': required field is missing"):
+        validate_config(c)
+    for bad in ["a/b", "..", "has space"]:
+        with pytest.raises(ConfigError, match="not path-safe"):
+            validate_config({"regimes": {bad: BASE["regimes"]["r1"]}})
+
+
+def test_malformed_yaml_reports_line(tmp_path):
+    p = tmp_path / "config.yaml"
+    p.write_text("regimes:\n  r1:\n    m: 3\n   d: [2\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config_file(p)

@@ -1,0 +1,111 @@
+"""End to end: the tiny config through Snakemake, the output contract, rerun scope, bad input."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+
+GLOBAL_ATTRS = [
+    "regime", "config_json", "config_sha256", "package_version", "backend", "dtype", "created", "Conventions",
+]
+CONTRACT = {
+    "data.nc": {"x": ("sample", "feature"), "y": ("sample",), "w": ("neuron",),
+                "theta0": ("replica", "neuron", "feature")},
+    "sgd.nc": {"theta": ("replica", "record", "neuron", "feature"), "loss": ("replica", "record"),
+               "sharpness": ("replica", "record"), "feature_sv": ("replica", "record", "rank"),
+               "weight_sv": ("replica", "record", "rank"), "diverged": ("replica",),
+               "step": ("record",), "tau": ("record",)},
+    "flow.nc": {"theta": ("replica", "record", "neuron", "feature"), "loss": ("replica", "record"),
+                "sharpness": ("replica", "record"), "grad_norm": ("replica", "record"),
+                "feature_sv": ("replica", "record", "rank"), "tau": ("record",)},
+    "comparison.nc": {"z_dist_sgd_end": ("replica",), "z_dist_flow_end": ("replica",),
+                      "sharpness_gap": ("replica",), "grad_norm_end": ("replica",),
+                      "tau_eps_observed": ("replica",), "tau_eps_theorem3_bound": ("replica",),
+                      "feature_rank_flow_end": ("replica",)},
+}
+
+
+def smk(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(SNAKEMAKE + ["-d", str(workdir), *args], capture_output=True, text=True, cwd=workdir)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TINY, work / "config.yaml")
+    proc = smk(work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work
+
+
+def test_outputs_follow_contract(tiny_run):
+    res = tiny_run / "results"
+    for regime in ("tiny_a", "tiny_b"):
+        for fname, variables in CONTRACT.items():
+            ds = xr.open_dataset(res / regime / fname)
+            for attr in GLOBAL_ATTRS:
+                assert attr in ds.attrs, (fname, attr)
+            assert ds.attrs["regime"] == regime and ds.attrs["Conventions"].startswith("CF-")
+            for name, dims in variables.items():
+                assert ds[name].dims == dims, (fname, name, ds[name].dims)
+            for name in ds.variables:
+                assert "long_name" in ds[name].attrs and "units" in ds[name].attrs, (fname, name)
+            ds.close()
+        assert (res / regime / "comparison.csv").exists()
+        for kind in ("singular_values", "trajectory", "neuron_pca"):
+            for ext in ("png", "pdf"):
+                assert (res / "figures" / f"{regime}_{kind}.{ext}").stat().st_size > 1000
+    assert (res / "summary.csv").exists()
+
+
+def test_tiny_results_are_sensible(tiny_run):
+    res = tiny_run / "results"
+    sgd = xr.open_dataset(res / "tiny_a" / "sgd.nc")
+    np.testing.assert_allclose(sgd["tau"], 0.05**2 * 0.2**2 * sgd["step"])
+    flow = xr.open_dataset(res / "tiny_a" / "flow.nc")
+    assert float(flow["tau"][0]) == pytest.approx(float(sgd["tau"][-1]))  # the flow continues SGD's clock
+    assert np.nanmax(flow["loss"]) <= 1e-20
+    cmp_ = xr.open_dataset(res / "tiny_a" / "comparison.nc")
+    assert np.all(cmp_["z_dist_flow_end"] <= 1e-6)
+    cmp_b = xr.open_dataset(res / "tiny_b" / "comparison.nc")  # n > d: not applicable, NaN plus a flag
+    assert np.all(np.isnan(cmp_b["z_dist_flow_end"])) and cmp_b.attrs["theorem2_applicable"] == 0
+    assert "n = 3 > d = 2" in cmp_b.attrs["theorem2_reason"]
+
+
+def test_editing_one_sigma_reruns_only_that_regime(tiny_run, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    proc = smk(work, "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["regimes"]["tiny_a"]["sigma"] = 0.25
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(work, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    regimes = set(re.findall(r"regime=(\w+)", out))
+    rules = set(re.findall(r"^rule (\w+):", out, flags=re.M)) | set(re.findall(r"^localrule (\w+):", out, flags=re.M))
+    assert regimes == {"tiny_a"}, out
+    assert "run_sgd" in rules and "make_data" not in rules, rules
+
+
+def test_bad_config_is_refused_before_anything_is_written(tiny_run, tmp_path):
+    work = tmp_path / "bad"
+    work.mkdir()
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["regimes"]["tiny_b"]["sigma"] = -1.0
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(work)
+    assert proc.returncode != 0
+    assert "regime 'tiny_b', field 'sigma'" in proc.stderr + proc.stdout
+    assert not (work / "results").exists()

@@ -1,0 +1,14 @@
+rule run_flow:
+    input:
+        data=f"{RESULTS}/{{regime}}/data.nc",
+        sgd=f"{RESULTS}/{{regime}}/sgd.nc",
+    output:
+        f"{RESULTS}/{{regime}}/flow.nc",
+    params:
+        cfg=regime_cfg,
+    log:
+        "logs/{regime}/run_flow.log",
+    benchmark:
+        "benchmarks/out/{regime}/run_flow.tsv"
+    script:
+        "../scripts/run_flow.py"

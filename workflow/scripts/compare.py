@@ -1,0 +1,12 @@
+from simbias import logs, stages
+
+logs.to_file(snakemake.log[0])
+stages.compare(
+    snakemake.wildcards.regime,
+    snakemake.params.cfg,
+    snakemake.input.data,
+    snakemake.input.sgd,
+    snakemake.input.flow,
+    snakemake.output.nc,
+    snakemake.output.csv,
+)
