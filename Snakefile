@@ -18,7 +18,7 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_figures(),
         f"{RESULTS}/summary.csv",
-    default_target: True

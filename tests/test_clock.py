@@ -39,8 +39,17 @@ def test_sgd_mean_sharpness_tracks_flow_on_tau_axis():
     tau_check = np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0, 2.0])
     steps = np.round(tau_check / (ETA**2 * SIGMA**2)).astype(int)
     res = sgd.label_noise_sgd(
-        np, act, np.repeat(theta0[None], R, axis=0), X, y, w,
-        eta=ETA, sigma=SIGMA, steps=int(steps[-1]), record_steps=np.concatenate([[0], steps]), seed=11,
+        np,
+        act,
+        np.repeat(theta0[None], R, axis=0),
+        X,
+        y,
+        w,
+        eta=ETA,
+        sigma=SIGMA,
+        steps=int(steps[-1]),
+        record_steps=np.concatenate([[0], steps]),
+        seed=11,
     )
     assert not res.diverged.any()
     F = res.sharpness[:, 1:]

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import unit_rows
 
 from simbias import flow, model, theory
 from simbias.activations import OddPower
-
-from conftest import unit_rows
 
 CASES = [
     pytest.param(1, 0.1, "equal", id="cubic-equal"),
@@ -36,7 +35,9 @@ def test_flow_reaches_theorem2_point(k, nu, wkind, seed):
     theta0 = 0.5 * rng.standard_normal((m, d))
     zs = theory.target_z(act, y, w)
     Fs = theory.min_sharpness(act, zs, X, w)
-    res = flow.run_flow(act, theta0, X, y, w, tol=1e-10, tau_max=1e6, records=60, eps=1e-6, z_star=zs, F_star=Fs)
+    res = flow.run_flow(
+        act, theta0, X, y, w, tol=1e-10, tau_max=1e6, records=60, eps=1e-6, z_star=zs, F_star=Fs
+    )
     assert res.status == "converged", res.notes
     assert np.max(np.abs(res.theta_end @ X.T - zs)) <= 1e-6
     ok = np.isfinite(res.loss)
@@ -73,7 +74,13 @@ def test_badly_conditioned_data_converges():
     w = np.ones(10)
     zs = theory.target_z(act, y, w)
     res = flow.run_flow(
-        act, 0.3 * rng.standard_normal((10, 3)), X, y, w, z_star=zs, F_star=theory.min_sharpness(act, zs, X, w)
+        act,
+        0.3 * rng.standard_normal((10, 3)),
+        X,
+        y,
+        w,
+        z_star=zs,
+        F_star=theory.min_sharpness(act, zs, X, w),
     )
     assert res.status == "converged"
     assert res.tau_end > 100

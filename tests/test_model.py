@@ -71,7 +71,11 @@ def test_sharpness_is_half_hessian_trace_on_manifold(small_problem):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    m=st.integers(1, 6), d=st.integers(1, 5), n=st.integers(1, 5), seed=st.integers(0, 2**31), k=st.integers(1, 2)
+    m=st.integers(1, 6),
+    d=st.integers(1, 5),
+    n=st.integers(1, 5),
+    seed=st.integers(0, 2**31),
+    k=st.integers(1, 2),
 )
 def test_projection_and_retraction_properties(m, d, n, seed, k):
     """P is a projection onto ker J; Newton lands on M; the Riemannian gradient is tangent."""

@@ -16,27 +16,56 @@ TINY = Path(__file__).parent / "data" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
 
 GLOBAL_ATTRS = [
-    "regime", "config_json", "config_sha256", "package_version", "backend", "dtype", "created", "Conventions",
+    "regime",
+    "config_json",
+    "config_sha256",
+    "package_version",
+    "backend",
+    "dtype",
+    "created",
+    "Conventions",
 ]
 CONTRACT = {
-    "data.nc": {"x": ("sample", "feature"), "y": ("sample",), "w": ("neuron",),
-                "theta0": ("replica", "neuron", "feature")},
-    "sgd.nc": {"theta": ("replica", "record", "neuron", "feature"), "loss": ("replica", "record"),
-               "sharpness": ("replica", "record"), "feature_sv": ("replica", "record", "rank"),
-               "weight_sv": ("replica", "record", "rank"), "diverged": ("replica",),
-               "step": ("record",), "tau": ("record",)},
-    "flow.nc": {"theta": ("replica", "record", "neuron", "feature"), "loss": ("replica", "record"),
-                "sharpness": ("replica", "record"), "grad_norm": ("replica", "record"),
-                "feature_sv": ("replica", "record", "rank"), "tau": ("record",)},
-    "comparison.nc": {"z_dist_sgd_end": ("replica",), "z_dist_flow_end": ("replica",),
-                      "sharpness_gap": ("replica",), "grad_norm_end": ("replica",),
-                      "tau_eps_observed": ("replica",), "tau_eps_theorem3_bound": ("replica",),
-                      "feature_rank_flow_end": ("replica",)},
+    "data.nc": {
+        "x": ("sample", "feature"),
+        "y": ("sample",),
+        "w": ("neuron",),
+        "theta0": ("replica", "neuron", "feature"),
+    },
+    "sgd.nc": {
+        "theta": ("replica", "record", "neuron", "feature"),
+        "loss": ("replica", "record"),
+        "sharpness": ("replica", "record"),
+        "feature_sv": ("replica", "record", "rank"),
+        "weight_sv": ("replica", "record", "rank"),
+        "diverged": ("replica",),
+        "step": ("record",),
+        "tau": ("record",),
+    },
+    "flow.nc": {
+        "theta": ("replica", "record", "neuron", "feature"),
+        "loss": ("replica", "record"),
+        "sharpness": ("replica", "record"),
+        "grad_norm": ("replica", "record"),
+        "feature_sv": ("replica", "record", "rank"),
+        "tau": ("record",),
+    },
+    "comparison.nc": {
+        "z_dist_sgd_end": ("replica",),
+        "z_dist_flow_end": ("replica",),
+        "sharpness_gap": ("replica",),
+        "grad_norm_end": ("replica",),
+        "tau_eps_observed": ("replica",),
+        "tau_eps_theorem3_bound": ("replica",),
+        "feature_rank_flow_end": ("replica",),
+    },
 }
 
 
 def smk(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(SNAKEMAKE + ["-d", str(workdir), *args], capture_output=True, text=True, cwd=workdir)
+    return subprocess.run(
+        SNAKEMAKE + ["-d", str(workdir), *args], capture_output=True, text=True, cwd=workdir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +123,9 @@ def test_editing_one_sigma_reruns_only_that_regime(tiny_run, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     regimes = set(re.findall(r"regime=(\w+)", out))
-    rules = set(re.findall(r"^rule (\w+):", out, flags=re.M)) | set(re.findall(r"^localrule (\w+):", out, flags=re.M))
+    rules = set(re.findall(r"^rule (\w+):", out, flags=re.M)) | set(
+        re.findall(r"^localrule (\w+):", out, flags=re.M)
+    )
     assert regimes == {"tiny_a"}, out
     assert "run_sgd" in rules and "make_data" not in rules, rules
 

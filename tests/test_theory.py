@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import unit_rows
 
 from simbias import model, theory
 from simbias.activations import OddPower
-
-from conftest import unit_rows
 
 
 def theta_from_z(Z, X):

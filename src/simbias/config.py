@@ -149,7 +149,9 @@ def _semantic_checks(name: str, reg: dict) -> None:
 
         ok, why = cupy_usable()
         if not ok:
-            raise ConfigError(f"{where}, field 'backend': 'cupy' needs a usable GPU ({why}); use auto or numpy")
+            raise ConfigError(
+                f"{where}, field 'backend': 'cupy' needs a usable GPU ({why}); use auto or numpy"
+            )
 
 
 def load_config_file(path: Path | str) -> dict:

@@ -43,9 +43,7 @@ def _long(values: np.ndarray, x: np.ndarray, xname: str, ranks: range, keep: np.
     for k in ranks:
         v = norm[keep][:, :, k - 1]
         frames.append(
-            pd.DataFrame(
-                {xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{k}/σ1"}
-            )
+            pd.DataFrame({xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{k}/σ1"})
         )
     return pd.concat(frames, ignore_index=True)
 
@@ -59,24 +57,31 @@ def singular_values(regime, cfg, inputs, png, pdf) -> None:
     K = _meaningful_ranks(cfg)
     df = _long(sgd["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.lineplot(data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax)
+    sns.lineplot(
+        data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
+    )
     ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
     ax.set_title(
         f"{_header(regime, cfg)}\nlabel-noise SGD, {note}: median and 10–90% band",
         fontsize=9,
     )
-    top = ax.secondary_xaxis("top", functions=(lambda s: s * cfg["eta"] ** 2 * cfg["sigma"] ** 2,
-                                               lambda t: t / (cfg["eta"] ** 2 * cfg["sigma"] ** 2)))
+    top = ax.secondary_xaxis(
+        "top",
+        functions=(
+            lambda s: s * cfg["eta"] ** 2 * cfg["sigma"] ** 2,
+            lambda t: t / (cfg["eta"] ** 2 * cfg["sigma"] ** 2),
+        ),
+    )
     top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
     _save(fig, png, pdf)
 
 
-def _ffill(a: np.ndarray) -> np.ndarray:
-    """Carry each replica's last recorded value forward along the record axis (axis 1)."""
+def _fill_end(a: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Records after a replica stopped are NaN: fill them with its end state (flow.nc's *_end)."""
     out = a.copy()
     for t in range(1, out.shape[1]):
         miss = np.isnan(out[:, t])
-        out[:, t][miss] = out[:, t - 1][miss]
+        out[:, t][miss] = end[miss]
     return out
 
 
@@ -106,8 +111,10 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     g_s[ok] = model.norm(np, model.riemannian_grad(np, act, flat[ok], X, w))
     g_s = g_s.reshape(R, T)
     F_s = sgd["sharpness"].values[:, pos]
-    F_f = _ffill(fl["sharpness"].values)
-    g_f = _ffill(fl["grad_norm"].values)
+    th_end = fl["theta_end"].values
+    F_f = _fill_end(fl["sharpness"].values, model.sharpness(np, act, th_end, X, w))
+    g_f = _fill_end(fl["grad_norm"].values, fl["grad_norm_end"].values)
+    sv_end = storage.sv_padded(analysis.singular_values_nan(th_end @ X.T), fl.sizes["rank"])
     floor = 1e-16
 
     def stage_frame(tau, vals, stage):
@@ -127,6 +134,9 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     if has_star:  # off M (early SGD) F can be below F*: symlog shows the sign
         ax.set_yscale("symlog", linthresh=1e-14)
         ax.axhline(0, color="grey", lw=0.6)
+        lo, hi = ax.get_ylim()
+        decades = [10.0**e for e in range(-12, 4, 4)]
+        ax.set_yticks([-t for t in decades[::-1] if -t >= lo] + [0] + [t for t in decades if t <= hi])
         ax.set_ylabel(f"F − F*  (F* = {F_star:.4g}; symlog)")
     else:
         ax.set(yscale="log", ylabel="F (no F*: Theorem 2 does not apply)")
@@ -152,12 +162,19 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     ax = axes[2]
     K = _meaningful_ranks(cfg)
     ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
-    df_ = _long(_ffill(fl["feature_sv"].values), tau_f, "τ", range(2, K + 1), keep)
+    df_ = _long(_fill_end(fl["feature_sv"].values, sv_end), tau_f, "τ", range(2, K + 1), keep)
     ds_["stage"], df_["stage"] = "SGD", "flow"
     df = pd.concat([ds_, df_])
     df["value"] = np.maximum(df["value"], floor)
     sns.lineplot(
-        data=df, x="τ", y="value", hue="singular value", style="stage", estimator="median", errorbar=BAND, ax=ax
+        data=df,
+        x="τ",
+        y="value",
+        hue="singular value",
+        style="stage",
+        estimator="median",
+        errorbar=BAND,
+        ax=ax,
     )
     ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)", xlabel="flow time τ (SGD: τ = η²σ²·step)")
     ax.legend(fontsize=7, ncol=2)
@@ -166,7 +183,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     axes[0].text(float(fl.attrs["tau_start"]), axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
     fig.suptitle(
         f"{_header(regime, cfg)}\nSGD continued by the Riemannian flow of F on M; {note}, median and 10–90% band\n"
-        "(a replica's end state is carried forward once ‖∇_M F‖ ≤ tol; in the lower panels values below 1e-16 are drawn at 1e-16)",
+        "(a replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state; lower panels floored at 1e-16)",
         fontsize=9,
     )
     _save(fig, png, pdf)

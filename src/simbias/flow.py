@@ -59,7 +59,9 @@ def retract(act, theta: np.ndarray, X, y, w, tol: float = 1e-13) -> tuple[np.nda
         return float(model.loss(np, act, v.reshape((1,) + shape), X, y, w)[0]) - 1e-8
 
     small_loss.terminal = True
-    sol = solve_ivp(grad_flow, (0.0, 1e6), theta.ravel(), method="LSODA", events=small_loss, rtol=1e-8, atol=1e-12)
+    sol = solve_ivp(
+        grad_flow, (0.0, 1e6), theta.ravel(), method="LSODA", events=small_loss, rtol=1e-8, atol=1e-12
+    )
     th, ok = model.newton_retract(np, act, sol.y[:, -1].reshape((1,) + shape), X, y, w, tol=tol)
     return th[0], ("gradient_flow+newton" if bool(ok[0]) else "failed")
 
@@ -97,8 +99,16 @@ def run_flow(
     }
     theta, how = retract(act, theta_start, X, y, w)
     if how == "failed":
-        return FlowResult(offsets, **rec, theta_end=theta, tau_end=0.0, grad_norm_end=np.nan,
-                          tau_eps=np.nan, retraction=how, status="retraction_failed")
+        return FlowResult(
+            offsets,
+            **rec,
+            theta_end=theta,
+            tau_end=0.0,
+            grad_norm_end=np.nan,
+            tau_eps=np.nan,
+            retraction=how,
+            status="retraction_failed",
+        )
 
     def gnorm(th: np.ndarray) -> float:
         return float(model.norm(np, model.riemannian_grad(np, act, th[None], X, w))[0])
@@ -188,6 +198,14 @@ def run_flow(
                 status = "stationary_not_at_target"
                 notes.append(f"‖∇_M F‖ ≤ tol but F − F* = {gap:.3e}")
     return FlowResult(
-        tau=offsets, **rec, theta_end=theta, tau_end=tau_now, grad_norm_end=g_end,
-        tau_eps=np.nan if tau_eps is None else tau_eps, retraction=how, status=status, nfev=nfev, notes=notes,
+        tau=offsets,
+        **rec,
+        theta_end=theta,
+        tau_end=tau_now,
+        grad_norm_end=g_end,
+        tau_eps=np.nan if tau_eps is None else tau_eps,
+        retraction=how,
+        status=status,
+        nfev=nfev,
+        notes=notes,
     )

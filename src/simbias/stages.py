@@ -70,11 +70,24 @@ def run_sgd(regime: str, cfg: dict, data_path: str, out: str) -> None:
     steps = record_schedule(s["steps"], s["log_points"], s["linear_points"])
     t0 = time.monotonic()
     res = label_noise_sgd(
-        xp, act, data["theta0"].values, X, y, w,
-        eta=cfg["eta"], sigma=cfg["sigma"], steps=s["steps"], record_steps=steps, seed=s["seed"],
-        dtype=cfg["dtype"], loss_bound=s["loss_bound"], progress=lambda msg: log.info("%s: %s", regime, msg),
+        xp,
+        act,
+        data["theta0"].values,
+        X,
+        y,
+        w,
+        eta=cfg["eta"],
+        sigma=cfg["sigma"],
+        steps=s["steps"],
+        record_steps=steps,
+        seed=s["seed"],
+        dtype=cfg["dtype"],
+        loss_bound=s["loss_bound"],
+        progress=lambda msg: log.info("%s: %s", regime, msg),
     )
-    log.info("%s: %d steps x %d replicas in %.1f s", regime, s["steps"], cfg["replicas"], time.monotonic() - t0)
+    log.info(
+        "%s: %d steps x %d replicas in %.1f s", regime, s["steps"], cfg["replicas"], time.monotonic() - t0
+    )
     if res.diverged.all():
         raise RuntimeError(f"regime '{regime}': every replica diverged; try a smaller eta than {cfg['eta']}")
     k = max(res.feature_sv.shape[-1], res.weight_sv.shape[-1])
@@ -126,13 +139,28 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
             log.info("%s: replica %d diverged in SGD, no flow", regime, r)
             continue
         res = run_flow(
-            act, th, X, y, w, tol=f["tol"], tau_max=f["tau_max"], records=f["records"],
-            eps=cfg["theory"]["epsilon"], z_star=z_star, F_star=F_star,
+            act,
+            th,
+            X,
+            y,
+            w,
+            tol=f["tol"],
+            tau_max=f["tau_max"],
+            records=f["records"],
+            eps=cfg["theory"]["epsilon"],
+            z_star=z_star,
+            F_star=F_star,
         )
         results.append(res)
         log.info(
             "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %d f-evals, %.2f s) %s",
-            regime, r, res.status, res.tau_end, res.grad_norm_end, res.nfev, time.monotonic() - t0,
+            regime,
+            r,
+            res.status,
+            res.tau_end,
+            res.grad_norm_end,
+            res.nfev,
+            time.monotonic() - t0,
             "; ".join(res.notes),
         )
     R, (m, d) = len(results), theta_last.shape[1:]
@@ -188,7 +216,9 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
     storage.write_netcdf(ds, out)
 
 
-def compare(regime: str, cfg: dict, data_path: str, sgd_path: str, flow_path: str, out_nc: str, out_csv: str) -> None:
+def compare(
+    regime: str, cfg: dict, data_path: str, sgd_path: str, flow_path: str, out_nc: str, out_csv: str
+) -> None:
     """comparison.nc/.csv: one row per replica against Theorems 2 and 3 and Lemma 6."""
     data, X, y, w = _inputs(data_path)
     sgd = storage.open_dataset(sgd_path)
@@ -248,7 +278,9 @@ def compare(regime: str, cfg: dict, data_path: str, sgd_path: str, flow_path: st
             "tau_eps_theorem3_bound": bound,
             "theorem3_bound_holds": pd.array(tau_eps <= bound if app3.ok else [na] * R, dtype="boolean"),
             "lemma6_bound_end": l6_end,
-            "lemma6_holds_all_records": pd.array(l6_all if app3.ok and z_star is not None else [na] * R, dtype="boolean"),
+            "lemma6_holds_all_records": pd.array(
+                l6_all if app3.ok and z_star is not None else [na] * R, dtype="boolean"
+            ),
             "feature_rank_sgd_end": analysis.numerical_rank(sgd["feature_sv"].values[:, -1]),
             "feature_rank_flow_end": analysis.numerical_rank(analysis.singular_values_nan(th_flow @ X.T)),
             "theorem2_applicable": app2.ok,
@@ -266,10 +298,18 @@ def compare(regime: str, cfg: dict, data_path: str, sgd_path: str, flow_path: st
     ds = xr.Dataset.from_dataframe(nc)
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: comparison with Theorems 2 and 3")
     ds.attrs.update(
-        mu=c.mu, rho1=c.rho1, rho2=c.rho2, beta=c.beta, beta_paper=c.beta_paper, epsilon=eps, z_tol=z_tol,
+        mu=c.mu,
+        rho1=c.rho1,
+        rho2=c.rho2,
+        beta=c.beta,
+        beta_paper=c.beta_paper,
+        epsilon=eps,
+        z_tol=z_tol,
         rank_rel_threshold=analysis.RANK_REL_THRESHOLD,
-        theorem2_applicable=int(app2.ok), theorem2_reason=app2.reason,
-        theorem3_applicable=int(app3.ok), theorem3_reason=app3.reason,
+        theorem2_applicable=int(app2.ok),
+        theorem2_reason=app2.reason,
+        theorem3_applicable=int(app3.ok),
+        theorem3_reason=app3.reason,
     )
     for k, v in ds.data_vars.items():
         if v.dtype == bool:

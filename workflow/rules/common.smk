@@ -4,7 +4,9 @@ from pathlib import Path
 from simbias.config import ConfigError, data_subset, validate_config, load_schema
 
 try:
-    _validated = validate_config(config, load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+    _validated = validate_config(
+        config, load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+    )
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)

@@ -6,10 +6,10 @@ rule compare:
     output:
         nc=f"{RESULTS}/{{regime}}/comparison.nc",
         csv=f"{RESULTS}/{{regime}}/comparison.csv",
-    params:
-        cfg=regime_cfg,
     log:
         "logs/{regime}/compare.log",
+    params:
+        cfg=regime_cfg,
     script:
         "../scripts/compare.py"
 

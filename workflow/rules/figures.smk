@@ -7,9 +7,9 @@ rule figure:
     output:
         png=f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
         pdf=f"{RESULTS}/figures/{{regime}}_{{kind}}.pdf",
-    params:
-        cfg=regime_cfg,
     log:
         "logs/{regime}/figure_{kind}.log",
+    params:
+        cfg=regime_cfg,
     script:
         "../scripts/figure.py"

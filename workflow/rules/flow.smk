@@ -4,11 +4,11 @@ rule run_flow:
         sgd=f"{RESULTS}/{{regime}}/sgd.nc",
     output:
         f"{RESULTS}/{{regime}}/flow.nc",
-    params:
-        cfg=regime_cfg,
     log:
         "logs/{regime}/run_flow.log",
     benchmark:
         "benchmarks/out/{regime}/run_flow.tsv"
+    params:
+        cfg=regime_cfg,
     script:
         "../scripts/run_flow.py"
