@@ -124,29 +124,22 @@ def label_noise_sgd(
     k = 0
     if 0 in rec:
         record(0, theta, np.ones(R, dtype=bool))
+    stops = sorted(set(int(r) for r in record_steps if 0 < r <= steps) | {steps})
     while k < steps:
-        c = min(chunk, steps - k)
-        zeta = xp.asarray(sigma * noise.draw(c), dtype=dtype)
-        for s in range(c):
-            Z = model.preactivations(xp, theta, Xd)
-            r = model.outputs(xp, act, Z, wd) - yd
-            bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
-            if bool(bad.any()):
-                idx = to_numpy(bad)
-                diverged_step[idx] = k
-                alive = alive & ~bad
-                log.warning("%d replica(s) diverged at step %d", int(idx.sum()), k)
-            g = model.jt_vec(xp, act, Z, Xd, wd, r + zeta[s])
-            theta = xp.where(alive[:, None, None], theta - (2.0 * eta) * g, theta)
-            k += 1
-            if k in rec:
-                record(k, theta, to_numpy(alive))
+        # a segment ends at the next record step or after `chunk` steps
+        end = min(k + chunk, next(st for st in stops if st > k))
+        zeta = xp.asarray(sigma * noise.draw(end - k), dtype=dtype)
+        theta, alive = advance(xp, act, theta, Xd, yd, wd, eta, zeta, alive, loss_bound, k, diverged_step)
+        k = end
+        if k in rec:
+            record(k, theta, to_numpy(alive))
         now = time.monotonic()
         if progress is not None and (now - last >= progress_seconds or k == steps):
             last = now
             L = to_numpy(model.loss(xp, act, theta, Xd, yd, wd))
             progress(
-                f"step {k}/{steps} ({100 * k / max(steps, 1):.0f}%), tau={float(tau_of_step(k, eta, sigma)):.4g}, "
+                f"step {k}/{steps} ({100 * k / max(steps, 1):.0f}%), "
+                f"tau={float(tau_of_step(k, eta, sigma)):.4g}, "
                 f"median loss {np.nanmedian(L):.3e}, alive {int(to_numpy(alive).sum())}/{R}, "
                 f"{k * R / max(now - t0, 1e-9):.3g} replica-steps/s"
             )
@@ -160,3 +153,24 @@ def label_noise_sgd(
         diverged=diverged_step >= 0,
         diverged_step=diverged_step,
     )
+
+
+def advance(xp, act, theta, X, y, w, eta: float, zeta, alive, loss_bound: float, k0: int, diverged_step):
+    """Run len(zeta) label-noise SGD steps from step k0: θ ← θ − 2η Jᵀ(f − y + ζ).
+
+    The reference implementation (any array module). A replica whose loss is
+    non-finite or above ``loss_bound`` before a step is frozen from that step on;
+    ``diverged_step`` (host array) records the step. Returns (θ, alive).
+    """
+    for s in range(zeta.shape[0]):
+        Z = model.preactivations(xp, theta, X)
+        r = model.outputs(xp, act, Z, w) - y
+        bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
+        if bool(bad.any()):
+            idx = to_numpy(bad)
+            diverged_step[idx] = k0 + s
+            alive = alive & ~bad
+            log.warning("%d replica(s) diverged at step %d", int(idx.sum()), k0 + s)
+        g = model.jt_vec(xp, act, Z, X, w, r + zeta[s])
+        theta = xp.where(alive[:, None, None], theta - (2.0 * eta) * g, theta)
+    return theta, alive
