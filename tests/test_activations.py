@@ -42,4 +42,4 @@ def test_make_activation():
     assert make_activation({"name": "cubic", "nu": 0.5}) == OddPower(1, 0.5)
     assert make_activation({"name": "odd_power", "k": 2, "nu": 0.5}) == OddPower(2, 0.5)
     with pytest.raises(ValueError, match="unknown activation"):
-        make_activation({"name": "tanh"})
+        make_activation({"name": "relu"})

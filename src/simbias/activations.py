@@ -1,9 +1,12 @@
 """Activations φ and the constants the paper's assumptions use.
 
-The family is φ(z) = z^(2k+1) + νz (paper §3.2, "an example class of activations
-that satisfies Assumptions 1 and 3"); k = 1 is the paper's cube-plus-linear.
-All functions are elementwise polynomials, so they work on NumPy and CuPy
-arrays alike.
+The theory's family is φ(z) = z^(2k+1) + νz (paper §3.2, "an example class of
+activations that satisfies Assumptions 1 and 3"); k = 1 is the paper's
+cube-plus-linear. Outside it: z³ + z² + νz (inside Assumption 1 only when
+ν > 1/3), tanh and softplus (their third derivative changes sign). Every
+activation gives φ and three derivatives elementwise (NumPy ufuncs, so CuPy
+arrays work too), ϱ1 = inf φ', ϱ2 = inf φ''', the largest β of Assumption 3,
+and ``theorem2_failures()``: why Theorem 2's assumption fails (empty if it holds).
 """
 
 from __future__ import annotations
@@ -90,6 +93,138 @@ class OddPower:
         nu = f" + {self.nu:g}z" if self.nu else ""
         return f"z^{self.p}{nu}"
 
+    def theorem2_failures(self) -> list[str]:
+        """φ' ≥ 0 and φ''' ≥ 0 vanish only at z = 0: Theorem 2 holds (Lemma 18 covers ν = 0)."""
+        return []
+
+
+@dataclass(frozen=True)
+class CubicQuadratic:
+    """φ(z) = z³ + z² + νz: φ' = 3z² + 2z + ν ≥ ν − 1/3, φ''' = 6.
+
+    Assumption 1 holds exactly when ν > 1/3; for smaller ν, φ' changes sign.
+    """
+
+    nu: float = 0.1
+    name: str = field(default="cubic_quadratic", init=False)
+
+    def phi(self, z: Any) -> Any:
+        return z**3 + z**2 + self.nu * z
+
+    def d1(self, z: Any) -> Any:
+        return 3 * z**2 + 2 * z + self.nu
+
+    def d2(self, z: Any) -> Any:
+        return 6 * z + 2
+
+    def d3(self, z: Any) -> Any:
+        return 6 + 0 * z
+
+    def inverse(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        return np.vectorize(lambda t: _monotone_root(self.phi, t))(v)
+
+    def d2_inverse(self, v: np.ndarray) -> np.ndarray:
+        return (np.asarray(v, dtype=float) - 2.0) / 6.0
+
+    @property
+    def rho1(self) -> float:
+        return float(self.nu - 1.0 / 3.0)
+
+    @property
+    def rho2(self) -> float:
+        return 6.0
+
+    @property
+    def beta(self) -> float:
+        """Largest β with β φ'' ≤ φ'² φ''' (only z > −1/3, where φ'' > 0, constrains it)."""
+        if self.rho1 <= 0:
+            return 0.0
+        from scipy.optimize import minimize_scalar
+
+        res = minimize_scalar(
+            lambda z: 6 * self.d1(z) ** 2 / self.d2(z),
+            bounds=(-1 / 3 + 1e-12, 1e3),
+            method="bounded",
+            options={"xatol": 1e-12},
+        )
+        return float(res.fun)
+
+    beta_paper = float("nan")
+
+    def describe(self) -> str:
+        return f"z^3 + z^2 + {self.nu:g}z"
+
+    def theorem2_failures(self) -> list[str]:
+        if self.nu > 1 / 3:
+            return []
+        return [f"φ' = 3z² + 2z + ν has minimum ν − 1/3 = {self.nu - 1 / 3:.3g} ≤ 0 (Assumption 1 fails)"]
+
+
+@dataclass(frozen=True)
+class Tanh:
+    """φ = tanh: φ' = 1 − t², φ'' = −2t(1 − t²), φ''' = −2(1 − t²)(1 − 3t²), t = tanh z."""
+
+    name: str = field(default="tanh", init=False)
+
+    def phi(self, z: Any) -> Any:
+        return np.tanh(z)
+
+    def d1(self, z: Any) -> Any:
+        t = np.tanh(z)
+        return 1 - t * t
+
+    def d2(self, z: Any) -> Any:
+        t = np.tanh(z)
+        return -2 * t * (1 - t * t)
+
+    def d3(self, z: Any) -> Any:
+        t = np.tanh(z)
+        return -2 * (1 - t * t) * (1 - 3 * t * t)
+
+    rho1 = 0.0  # inf φ' = 0 as |z| → ∞
+    rho2 = -2.0  # inf φ''' = φ'''(0)
+    beta = 0.0
+    beta_paper = float("nan")
+
+    def describe(self) -> str:
+        return "tanh(z)"
+
+    def theorem2_failures(self) -> list[str]:
+        return ["tanh: φ''' changes sign and inf φ' = 0 (Assumption 1 fails)"]
+
+
+@dataclass(frozen=True)
+class Softplus:
+    """φ = log(1 + eᶻ): φ' = s, φ'' = s(1 − s), φ''' = s(1 − s)(1 − 2s), s = sigmoid(z)."""
+
+    name: str = field(default="softplus", init=False)
+
+    def phi(self, z: Any) -> Any:
+        return np.logaddexp(0.0, z)
+
+    def d1(self, z: Any) -> Any:
+        return 0.5 * (1 + np.tanh(0.5 * z))
+
+    def d2(self, z: Any) -> Any:
+        s = self.d1(z)
+        return s * (1 - s)
+
+    def d3(self, z: Any) -> Any:
+        s = self.d1(z)
+        return s * (1 - s) * (1 - 2 * s)
+
+    rho1 = 0.0  # inf φ' = 0 as z → −∞
+    rho2 = float(-1 / (6 * np.sqrt(3)))  # inf φ''' , at s = 1/2 + 1/(2√3)
+    beta = 0.0
+    beta_paper = float("nan")
+
+    def describe(self) -> str:
+        return "softplus(z)"
+
+    def theorem2_failures(self) -> list[str]:
+        return ["softplus: φ''' changes sign and inf φ' = 0 (Assumption 1 fails)"]
+
 
 def _monotone_root(fn, target: float) -> float:
     """Root of fn(z) = target for strictly increasing, unbounded fn (bracket + brentq)."""
@@ -103,20 +238,30 @@ def _monotone_root(fn, target: float) -> float:
     return float(brentq(lambda z: fn(z) - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps))
 
 
-def make_activation(spec: dict) -> OddPower:
+ACTIVATIONS = ("cubic", "odd_power", "cubic_quadratic", "tanh", "softplus")
+
+
+def make_activation(spec: dict):
     """Build an activation from its config entry ``{name: ..., k: ..., nu: ...}``."""
     name = spec.get("name", "cubic")
+    nu = float(spec.get("nu", 0.1))
     if name == "cubic":
-        return OddPower(k=1, nu=float(spec.get("nu", 0.1)))
+        return OddPower(k=1, nu=nu)
     if name == "odd_power":
-        return OddPower(k=int(spec.get("k", 1)), nu=float(spec.get("nu", 0.1)))
-    raise ValueError(f"unknown activation {name!r} (known: cubic, odd_power)")
+        return OddPower(k=int(spec.get("k", 1)), nu=nu)
+    if name == "cubic_quadratic":
+        return CubicQuadratic(nu=nu)
+    if name == "tanh":
+        return Tanh()
+    if name == "softplus":
+        return Softplus()
+    raise ValueError(f"unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
 
 
-def check_beta(act: OddPower, beta: float, zmax: float = 10.0, num: int = 200001) -> bool:
+def check_beta(act, beta: float, zmax: float = 10.0, num: int = 200001) -> bool:
     """Numerically confirm β φ'' ≤ φ'² φ''' on a grid (used by the tests)."""
     z = np.linspace(-zmax, zmax, num)
     return bool(np.all(beta * act.d2(z) <= act.d1(z) ** 2 * act.d3(z) * (1 + 1e-12) + 1e-300))
 
 
-__all__ = ["OddPower", "make_activation", "check_beta"]
+__all__ = ["ACTIVATIONS", "CubicQuadratic", "OddPower", "Softplus", "Tanh", "check_beta", "make_activation"]

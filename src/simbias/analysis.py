@@ -30,3 +30,29 @@ def singular_values_nan(A: np.ndarray) -> np.ndarray:
     out = np.full(A.shape[:-2] + (min(A.shape[-2:]),), np.nan)
     out[ok] = np.linalg.svd(A[ok], compute_uv=False)
     return out
+
+
+# Two neurons are in one cluster when their feature vectors z_j = X θ_j (rows of Z) are
+# within this fraction of the largest ‖z_j‖ of each other (single linkage, i.e. chains count).
+CLUSTER_REL_TOL = 1e-3
+
+
+def neuron_clusters(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
+    """Cluster sizes (descending) of the rows of one Z (m, n); empty for NaN input."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if not np.isfinite(Z).all():
+        return np.array([], dtype=int)
+    m = Z.shape[0]
+    if m == 1:
+        return np.array([1])
+    scale = max(float(np.max(np.linalg.norm(Z, axis=1))), 1e-300)
+    labels = fcluster(linkage(Z, method="single"), t=rel_tol * scale, criterion="distance")
+    return np.sort(np.bincount(labels)[1:])[::-1]
+
+
+def cluster_count(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
+    """Number of neuron clusters for a batch of feature matrices (..., m, n); -1 where NaN."""
+    flat = Z.reshape((-1,) + Z.shape[-2:])
+    out = np.array([len(neuron_clusters(z, rel_tol)) or -1 for z in flat])
+    return out.reshape(Z.shape[:-2])

@@ -26,6 +26,9 @@ def gram_min_eig(X: np.ndarray) -> float:
 def theorem2_applicability(X: np.ndarray, act, rel_tol: float = 1e-10) -> Applicability:
     """Theorem 2 needs linearly independent x_i (so n ≤ d) and φ' > 0, φ''' > 0 off a null set."""
     n, d = X.shape
+    failures = act.theorem2_failures()
+    if failures:
+        return Applicability(False, "; ".join(failures))
     if n > d:
         return Applicability(False, f"n = {n} > d = {d}: the x_i cannot be linearly independent")
     mu = gram_min_eig(X)

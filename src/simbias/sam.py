@@ -1,0 +1,70 @@
+"""1-SAM: sharpness-aware minimisation with batch size 1 (paper §1, Wen et al. 2022).
+
+One sample i per step, chosen uniformly at random (per-replica stream) or in
+cyclic order i = k mod n. With L_i = (f_i − y_i)² and g_i = ∇L_i = 2 r_i ∇f_i:
+
+    θ ← θ − η ∇L_i(θ + ρ g_i / ‖g_i‖).
+
+Clock. Near M the ascent direction is ±∇f_i/‖∇f_i‖ and ∇²L_i = 2∇f_i∇f_iᵀ is
+normal, so the tangent drift comes from the third-order term
+(ρ²/2) ∇³L_i[u, u] with u = ∇f_i/‖∇f_i‖. Its tangent part is
+4 (∇f_i·u) P∇²f_i u = 2 P∇‖∇f_i‖², so one step moves θ along −ηρ² ∇_M ‖∇f_i‖².
+Averaged over i (uniform, or over one cycle) that is −(ηρ²/n) ∇_M F, because
+F = Σ_i ‖∇f_i‖². Hence 1-SAM step k sits at flow time
+
+    τ = η ρ² k / n        (dθ/dτ = −∇_M F, the same flow as label-noise SGD),
+
+up to O(η) corrections; tests/test_sam.py checks this clock as the SGD clock is checked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import model
+from .backend import to_numpy
+from .data import rng_for
+
+
+def tau_of_step(step, eta: float, rho: float, n: int):
+    """1-SAM clock τ = ηρ²k/n (derived in the module docstring)."""
+    return eta * rho**2 * np.asarray(step, dtype=float) / n
+
+
+class SampleOrder:
+    """Which sample each replica uses at each step: 'random' (stream (seed, 2, r)) or 'cyclic'."""
+
+    def __init__(self, order: str, seed: int, replicas: int, n: int):
+        self.order, self.n, self.R = order, n, replicas
+        self.gens = [rng_for(seed, 2, r) for r in range(replicas)] if order == "random" else None
+
+    def draw(self, k0: int, steps: int) -> np.ndarray:
+        """Sample indices of shape (steps, R) for steps k0 .. k0 + steps − 1."""
+        if self.order == "cyclic":
+            idx = (k0 + np.arange(steps)) % self.n
+            return np.repeat(idx[:, None], self.R, axis=1)
+        return np.stack([g.integers(0, self.n, steps) for g in self.gens], axis=1)
+
+
+def advance(xp, act, theta, X, y, w, eta: float, rho: float, idx, alive, loss_bound: float, k0: int, diverged_step):
+    """Run len(idx) 1-SAM steps (idx: (steps, R) sample indices); same freezing rule as SGD."""
+    n = X.shape[0]
+    eye = xp.eye(n, dtype=theta.dtype)
+    for s in range(idx.shape[0]):
+        onehot = eye[xp.asarray(idx[s])]  # (R, n)
+        Z = model.preactivations(xp, theta, X)
+        r = model.outputs(xp, act, Z, w) - y
+        bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
+        if bool(bad.any()):
+            b = to_numpy(bad)
+            diverged_step[b] = k0 + s
+            alive = alive & ~bad
+        g = 2.0 * model.jt_vec(xp, act, Z, X, w, onehot * r)
+        gn = model.norm(xp, g)
+        scale = xp.where(gn > 0, rho / xp.where(gn > 0, gn, 1.0), 0.0)
+        th_adv = theta + scale[:, None, None] * g
+        Z2 = model.preactivations(xp, th_adv, X)
+        r2 = model.outputs(xp, act, Z2, w) - y
+        g2 = 2.0 * model.jt_vec(xp, act, Z2, X, w, onehot * r2)
+        theta = xp.where(alive[:, None, None], theta - eta * g2, theta)
+    return theta, alive
