@@ -28,7 +28,9 @@ def test_constants_of_out_of_theory_activations():
     assert CubicQuadratic(0.1).theorem2_failures()
 
 
-@pytest.mark.parametrize("spec", [{"name": "tanh"}, {"name": "softplus"}, {"name": "cubic_quadratic", "nu": 0.1}])
+@pytest.mark.parametrize(
+    "spec", [{"name": "tanh"}, {"name": "softplus"}, {"name": "cubic_quadratic", "nu": 0.1}]
+)
 def test_theory_says_why_it_does_not_apply(spec, rng):
     act = make_activation(spec)
     X = unit_rows(rng, 3, 4)

@@ -1,0 +1,38 @@
+"""Sweep expansion: names are readable, path-safe and stable."""
+
+import re
+
+import pytest
+
+from simbias import sweeps
+
+BASE = {"m": 4, "d": 3, "n": 2, "eta": 0.05, "sigma": 0.1}
+
+
+def test_product_and_zip():
+    reg = dict(BASE, sweep={"mode": "product", "eta": [0.02, 0.05], "sigma": [0.1, 0.2, 0.3]})
+    out = sweeps.expand({"s": reg})
+    assert len(out) == 6
+    assert out["s__eta-0p02__sigma-0p3"]["eta"] == 0.02 and out["s__eta-0p02__sigma-0p3"]["sigma"] == 0.3
+    assert out["s__eta-0p02__sigma-0p3"]["sweep_of"]["axes"] == ["eta", "sigma"]
+    z = sweeps.expand({"s": dict(BASE, sweep={"mode": "zip", "eta": [0.02, 0.05], "sigma": [0.1, 0.2]})})
+    assert sorted(z) == ["s__eta-0p02__sigma-0p1", "s__eta-0p05__sigma-0p2"]
+    with pytest.raises(ValueError, match="equal length"):
+        sweeps.expand({"s": dict(BASE, sweep={"mode": "zip", "eta": [0.02], "sigma": [0.1, 0.2]})})
+
+
+def test_nested_keys_and_plain_regimes_pass_through():
+    out = sweeps.expand({"s": dict(BASE, sweep={"nu": [0.1, 1e-3]}), "plain": BASE})
+    assert out["plain"] is BASE
+    assert out["s__nu-0p001"]["activation"]["nu"] == 1e-3
+
+
+def test_names_are_stable_and_path_safe():
+    reg = dict(BASE, sweep={"eta": [0.05, 1e-4, 2.0], "m": [10, 30]})
+    names = list(sweeps.expand({"s": reg}))
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", n) for n in names)
+    assert "s__eta-0p0001__m-10" in names and "s__eta-2__m-30" in names
+    # adding a grid value only adds names: existing points keep theirs
+    more = list(sweeps.expand({"s": dict(BASE, sweep={"eta": [0.05, 1e-4, 2.0, 0.5], "m": [10, 30]})}))
+    assert set(names) < set(more) and len(more) == len(names) + 2
+    assert sweeps.format_value(-0.25) == "m0p25"
