@@ -67,3 +67,22 @@ def test_malformed_yaml_reports_line(tmp_path):
     p.write_text("regimes:\n  r1:\n    m: 3\n   d: [2\n")
     with pytest.raises(ConfigError, match="line"):
         load_config_file(p)
+
+
+def test_operational_fields_stay_out_of_job_params():
+    """Checkpoint intervals change how SGD runs, not what it computes: they never rerun a job."""
+    from simbias.config import job_config, regime_sha256
+
+    a = validate_config(cfg_with(sgd={"checkpoint_every_steps": 10}))["regimes"]["r1"]
+    b = validate_config(cfg_with(sgd={"checkpoint_every_seconds": 5}))["regimes"]["r1"]
+    assert a["sgd"]["checkpoint_every_steps"] == 10 and b["sgd"]["checkpoint_every_seconds"] == 5
+    assert job_config(a) == job_config(b) and "checkpoint_every_steps" not in job_config(a)["sgd"]
+    assert regime_sha256(job_config(a)) == regime_sha256(job_config(b))
+
+
+def test_code_version_follows_the_modules_a_stage_runs():
+    from simbias.config import STAGE_MODULES, code_version
+
+    versions = {stage: code_version(stage) for stage in STAGE_MODULES}
+    assert all(len(v) == 16 for v in versions.values())
+    assert len(set(versions.values())) == len(versions)  # each stage has its own set of modules

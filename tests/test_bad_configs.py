@@ -1,0 +1,214 @@
+"""The catalogue of bad config.yaml inputs: each is refused before any job starts, with one
+message that names the regime and the field (and a suggestion where one helps), and
+nothing is written under results/. Theory-violating but valid choices are accepted.
+
+Most entries go through ``simbias.config.load_config_file`` (the same code the Snakefile
+runs); a handful go end to end through the ``snakemake`` command line.
+"""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simbias.backend import cupy_usable
+from simbias.config import ConfigError, load_config_file, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"m": 3, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.1, "replicas": 1, "sgd": {"steps": 10}}
+
+
+def regime_text(name: str = "r1", **fields) -> str:
+    reg = {**GOOD, **fields}
+    return yaml.safe_dump({"regimes": {name: {k: v for k, v in reg.items() if v is not ...}}})
+
+
+def r1(field: str) -> str:
+    return f"regime 'r1', field '{field}'"
+
+
+# (id, config.yaml text, substrings the message must contain)
+CATALOGUE = [
+    ("eta_zero", regime_text(eta=0), [r1("eta"), "must be > 0", "0.05"]),
+    ("eta_negative", regime_text(eta=-0.1), [r1("eta"), "must be > 0"]),
+    ("sigma_negative", regime_text(sigma=-0.1), [r1("sigma"), "must be ≥ 0", "σ = 0 is plain gradient"]),
+    ("m_not_integer", regime_text(m=2.5), [r1("m"), "whole number", "2.5"]),
+    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 1"]),
+    ("n_not_a_number", regime_text(n="three"), [r1("n"), "whole number", "'three'"]),
+    ("m_boolean", regime_text(m=True), [r1("m"), "whole number", "got true"]),
+    (
+        "activation_unknown",
+        regime_text(activation={"name": "quartic"}),
+        [r1("activation.name"), "'quartic' is not one of", "odd_power"],
+    ),
+    (
+        "activation_name_case",
+        regime_text(activation={"name": "Cubic"}),
+        [r1("activation.name"), "did you mean 'cubic'?"],
+    ),
+    ("activation_nu_negative", regime_text(activation={"nu": -1.0}), [r1("activation.nu"), "must be ≥ 0"]),
+    ("activation_k_zero", regime_text(activation={"name": "odd_power", "k": 0}), [r1("activation.k"), "≥ 1"]),
+    (
+        "activation_cubic_with_k",
+        regime_text(activation={"name": "cubic", "k": 2}),
+        [r1("activation.k"), "odd_power"],
+    ),
+    ("replicas_zero", regime_text(replicas=0), [r1("replicas"), "must be ≥ 1"]),
+    ("steps_negative", regime_text(sgd={"steps": -5}), [r1("sgd.steps"), "must be ≥ 0"]),
+    (
+        "record_step_outside_budget",
+        regime_text(sgd={"steps": 100, "record_steps": [50, 500]}),
+        [r1("sgd.record_steps"), "500 is outside the budget", "raise sgd.steps"],
+    ),
+    ("name_with_slash", regime_text("a/b"), ["regime name 'a/b' is not path-safe"]),
+    ("name_dotdot", regime_text(".."), ["regime name '..' is not path-safe"]),
+    ("name_with_space", regime_text("has space"), ["regime name 'has space' is not path-safe"]),
+    ("name_reserved", regime_text("figures"), ["regime name 'figures' is reserved"]),
+    ("missing_required", regime_text(sigma=...), [r1("sigma"), "required field is missing", "label-noise"]),
+    ("unknown_field_typo", regime_text(sigma=..., sigmaa=0.1), [r1("sigmaa"), "did you mean 'sigma'?"]),
+    ("unknown_nested_field", regime_text(sgd={"step": 10}), [r1("sgd.step"), "did you mean 'steps'?"]),
+    ("unknown_top_level_field", "regime:\n  r1: {m: 3}\n", ["field 'regime'", "did you mean 'regimes'?"]),
+    ("dtype_unknown", regime_text(dtype="float16"), [r1("dtype"), "float64, float32"]),
+    ("number_as_text", regime_text(eta="fast"), [r1("eta"), "must be a number", "'fast'"]),
+    ("decimal_comma", regime_text(eta="0,05"), [r1("eta"), "use '.' as the decimal mark"]),
+    ("not_finite", regime_text(sigma=float("nan")), [r1("sigma"), "finite"]),
+    ("infinite", regime_text(eta=float("inf")), [r1("eta"), "finite"]),
+    ("block_not_a_mapping", regime_text(sgd=5), [r1("sgd"), "must be a mapping"]),
+    ("data_low_above_high", regime_text(data={"low": 1.0, "high": 0.5}), [r1("data.low"), "below data.high"]),
+    (
+        "weights_wrong_length",
+        regime_text(weights={"kind": "list", "values": [1, 2]}),
+        [r1("weights.values"), "m = 3"],
+    ),
+    ("flow_records_too_few", regime_text(flow={"records": 1}), [r1("flow.records"), "≥ 2"]),
+    (
+        "checkpoint_interval_negative",
+        regime_text(sgd={"checkpoint_every_steps": -1}),
+        [r1("sgd.checkpoint_every_steps")],
+    ),
+    ("no_regimes", "regimes: {}\n", ["no regimes defined"]),
+    ("empty_file", "", ["got an empty file"]),
+    ("top_level_list", "- r1\n", ["must be a mapping with a 'regimes:' key"]),
+    ("results_empty", "results: ''\n" + regime_text(), ["field 'results'", "must not be empty"]),
+    (
+        "malformed_yaml",
+        "regimes:\n  r1:\n    m: 3\n   d: [2\n",
+        ["config.yaml, line 4, column 4", "malformed YAML", "opened on line 2"],
+    ),
+    ("tab_indentation", "regimes:\n  r1:\n\tm: 3\n", ["line 3", "tabs"]),
+    ("unclosed_brace", "regimes:\n  r1: {m: 3, d: 2\n", ["malformed YAML", "opened on line 2"]),
+    (
+        "duplicate_key",
+        "regimes:\n  r1: {m: 3, d: 2, n: 2, eta: 0.05, sigma: 0.1, eta: 0.1}\n",
+        ["line 2", "found the key 'eta' twice"],
+    ),
+    (
+        "python_tag_refused",
+        'regimes: !!python/object/apply:os.system ["echo unsafe"]\n',
+        ["line 1", "python/object/apply:os.system", "safe loader"],
+    ),
+]
+if not cupy_usable()[0]:
+    CATALOGUE.append(
+        ("cupy_without_gpu", regime_text(backend="cupy"), [r1("backend"), "needs a usable GPU", "numpy"])
+    )
+
+
+def test_catalogue_is_big_enough():
+    assert len({case[0] for case in CATALOGUE}) >= 15
+
+
+@pytest.mark.parametrize("text,needles", [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE])
+def test_bad_config_is_refused_with_one_clear_message(tmp_path, monkeypatch, text, needles):
+    (tmp_path / "config.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)  # messages name the file as the user wrote it: config.yaml
+    with pytest.raises(ConfigError) as exc:
+        load_config_file("config.yaml")
+    msg = str(exc.value)
+    for needle in needles:
+        assert needle in msg, msg
+    assert "\n" not in msg, msg
+    assert msg.count("field '") <= 1 and msg.count("regime name") <= 1, f"more than one problem: {msg}"
+    assert "Traceback" not in msg
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n": 3, "d": 2},  # n > d: Theorem 2 does not apply; flagged in the outputs, not refused
+        {"activation": {"nu": 0.0}},  # ν = 0 violates Assumption 1; still a valid run
+        {"sigma": 0.0},  # plain gradient descent
+        {"sgd": {"steps": 0}},
+    ],
+    ids=["n_above_d", "nu_zero", "sigma_zero", "no_sgd_steps"],
+)
+def test_theory_violating_but_valid_choices_are_accepted(fields):
+    validate_config({"regimes": {"r1": {**GOOD, **fields}}})
+
+
+def test_numbers_written_as_text_are_coerced_with_a_note(tmp_path):
+    (tmp_path / "config.yaml").write_text(
+        "regimes:\n  r1: {m: '4', d: 3.0, n: 2, eta: 1e-3, sigma: 0.1, sgd: {steps: 1e5}}\n"
+    )
+    notes: list[str] = []
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert raw["regimes"]["r1"]["eta"] == "1e-3"  # YAML 1.1 reads 1e-3 as text
+    reg = validate_config(raw, notes=notes)["regimes"]["r1"]
+    assert reg["eta"] == 1e-3 and reg["m"] == 4 and reg["sgd"]["steps"] == 100000
+    assert isinstance(reg["d"], int) and reg["d"] == 3  # a whole float where an integer is expected
+    assert any("'1e-3' as the number 0.001" in n and "1.0e-3" in n for n in notes), notes
+
+
+# --------------------------------------------------------------------------- end to end
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1"]
+CLI_CASES = ["malformed_yaml", "unknown_field_typo", "number_as_text", "name_with_slash", "steps_negative"]
+if not cupy_usable()[0]:
+    CLI_CASES.append("cupy_without_gpu")
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under folder: its bytes' sha256 and its mtime."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case):
+    text, needles = next(c[1:] for c in CATALOGUE if c[0] == case)
+    (tmp_path / "config.yaml").write_text(text)
+    existing = case in ("unknown_field_typo", "steps_negative")
+    if existing:  # results of an earlier run must stay exactly as they were
+        (tmp_path / "results" / "r1").mkdir(parents=True)
+        (tmp_path / "results" / "r1" / "data.nc").write_bytes(b"earlier output")
+        (tmp_path / "results" / "summary.csv").write_text("regime\nr1\n")
+        before = snapshot(tmp_path / "results")
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode != 0
+    assert len(out) == 1 and out[0].startswith("config error: "), out  # one message, nothing else
+    for needle in needles:
+        assert needle in out[0], out[0]
+    if existing:
+        assert snapshot(tmp_path / "results") == before
+    else:
+        assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "logs").exists()  # no job started
+
+
+def test_snakemake_accepts_numeric_text_with_a_note(tmp_path):
+    (tmp_path / "config.yaml").write_text(regime_text(eta="1e-3"))
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(tmp_path), "-n"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "config note: regime 'r1', field 'eta': read the text '1e-3' as the number 0.001" in proc.stderr
+    assert not (tmp_path / "results").exists()
