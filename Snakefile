@@ -6,7 +6,11 @@
 # Run `snakemake --cores 2` (see README.md).
 
 
-configfile: "config.yaml"
+# config.yaml is read by workflow/rules/common.smk with a safe YAML loader (Snakemake's
+# configfile: directive would parse it first, unsafely and without line numbers).
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -22,3 +26,9 @@ rule all:
     input:
         all_figures(),
         f"{RESULTS}/summary.csv",
+
+
+rule extensions:
+    input:
+        all_figures("extensions"),
+        f"{RESULTS}/summary_extensions.csv",

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import unit_rows
 
 from simbias import theory
 from simbias.activations import CubicQuadratic, Softplus, Tanh, check_beta, make_activation
 from simbias.analysis import cluster_count, neuron_clusters, numerical_rank
-
-from conftest import unit_rows
 
 
 @pytest.mark.parametrize("act", [CubicQuadratic(0.1), CubicQuadratic(0.5), Tanh(), Softplus()])
@@ -56,3 +55,39 @@ def test_cluster_counter_on_constructed_examples():
 def test_effective_rank_threshold():
     assert numerical_rank(np.array([1.0, 0.5, 2e-3, 5e-4])) == 3
     assert numerical_rank(np.array([np.nan, 1.0])) == -1
+
+
+def test_gd_control_keeps_the_rank_it_had_on_reaching_M():
+    """Plain GD (σ = 0) stops once on M: Z's singular values no longer change after that."""
+    from simbias import model, sgd
+    from simbias.activations import OddPower
+
+    rng = np.random.default_rng(5)
+    act = OddPower(1, 0.1)
+    X = unit_rows(rng, 3, 3)
+    y = rng.uniform(0, 1, 3)
+    w = np.ones(10)
+    theta0 = 0.1 * rng.standard_normal((4, 10, 3))
+    rec = sgd.record_schedule(60000, 40, 0)
+    res = sgd.label_noise_sgd(
+        np,
+        act,
+        theta0,
+        X,
+        y,
+        w,
+        eta=0.05,
+        sigma=0.0,
+        steps=60000,
+        record_steps=rec,
+        seed=0,
+        cpu_kernel="numpy",
+    )
+    for r in range(4):
+        on_M = np.flatnonzero(res.loss[r] < 1e-20)
+        assert on_M.size, "GD did not reach M"
+        first = on_M[0]
+        sv_M, sv_end = res.feature_sv[r, first], res.feature_sv[r, -1]
+        np.testing.assert_allclose(sv_end, sv_M, rtol=1e-6, atol=1e-9)
+        assert sv_end[1] / sv_end[0] > 1e-3  # no collapse: σ2 stays well away from 0
+        assert model.loss(np, act, res.theta[r, -1][None], X, y, w)[0] < 1e-20

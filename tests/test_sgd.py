@@ -12,12 +12,16 @@ def run(theta0, X, y, w, **kw):
 
 
 def test_sigma_zero_is_plain_gd(small_problem):
+    """The NumPy reference is exactly GD at σ = 0; the compiled path agrees to round-off."""
     act, X, y, w, theta = small_problem
-    res = run(theta, X, y, w, sigma=0.0, steps=100, record_steps=np.array([0, 100]))
     th = theta.copy()
     for _ in range(100):
         th = th - 0.05 * model.grad_loss(np, act, th, X, y, w)
-    np.testing.assert_array_equal(res.theta[:, -1], th)
+    kw = dict(sigma=0.0, steps=100, record_steps=np.array([0, 100]))
+    np.testing.assert_array_equal(run(theta, X, y, w, cpu_kernel="numpy", **kw).theta[:, -1], th)
+    # this start (loss ≈ 2-5) amplifies round-off: a 1e-15 relative nudge of θ0 moves θ_100 by
+    # 4e-10 on the reference itself, so the compiled path (other summation order) gets 1e-8
+    np.testing.assert_allclose(run(theta, X, y, w, **kw).theta[:, -1], th, rtol=0, atol=1e-8)
 
 
 def test_replica_stream_independent_of_batch_and_chunk(small_problem):

@@ -1,11 +1,22 @@
-"""Config validation: JSON-schema with defaults, and messages that name regime and field."""
+"""Config validation: JSON-schema with defaults, and messages that name regime and field.
+
+Every problem is reported as one line that names the regime and the field, says
+what was wrong and, where it helps, what to write instead. ``read_config_yaml``
+is the only place config.yaml is parsed (a safe loader that refuses duplicate
+keys and reports the line of a syntax error); ``validate_config`` coerces
+numbers given as text, fills the schema's defaults and runs the checks the
+schema cannot express.
+"""
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
+import functools
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -19,9 +30,19 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 # Fields of a regime that the data stage depends on (so editing σ does not redo data).
 DATA_FIELDS = ("m", "d", "n", "replicas", "data", "labels", "weights", "init")
 
+# Operational settings: they change how a job runs, never what it computes, so they are
+# kept out of the jobs' params (changing them reruns nothing) and out of config_sha256.
+OPERATIONAL_FIELDS = {"sgd": ("checkpoint_every_steps", "checkpoint_every_seconds")}
+
+# Regime names that would collide with other folders under results/.
+RESERVED_REGIME_NAMES = ("figures",)
+
 
 class ConfigError(ValueError):
     """A config.yaml problem, with the regime and field it concerns."""
+
+
+# --------------------------------------------------------------------------- schema
 
 
 def _with_defaults(cls):
@@ -34,7 +55,12 @@ def _with_defaults(cls):
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_props(validator, properties, instance, schema)
 
-    return validators.extend(cls, {"properties": set_defaults})
+    # "integer" means a Python int: 3.0 is coerced to 3 first (so m = 3.0 cannot reach
+    # np.zeros as a float), 2.5 is refused, and True is not a number.
+    checker = cls.TYPE_CHECKER.redefine(
+        "integer", lambda _c, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    return validators.extend(cls, {"properties": set_defaults}, type_checker=checker)
 
 
 _Validator = _with_defaults(Draft202012Validator)
@@ -45,6 +71,83 @@ def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
         return yaml.safe_load(fh)
 
 
+# --------------------------------------------------------------------------- YAML
+
+
+class _SafeUniqueLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        try:
+            key = loader.construct_object(key_node, deep=True)
+            hash(key)
+        except Exception:
+            continue  # construct_mapping below reports unhashable keys itself
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"found the key {key!r} twice (first on line {seen[key]}); YAML would silently keep "
+                "only the last one: delete or rename one of them",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_SafeUniqueLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_config_yaml(path: Path | str = "config.yaml") -> Any:
+    """Parse a config file with a safe YAML loader; every failure is a one-line ConfigError.
+
+    Syntax errors name the line and column; Python-object tags (``!!python/...``) are
+    refused rather than executed; a key given twice in one mapping is an error.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: not found in {Path.cwd()} (run from the folder that holds config.yaml, "
+            "pass -d FOLDER, or give --configfile)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_SafeUniqueLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = str(exc.problem or exc.context or "not valid YAML")
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            if "python/" in problem:
+                tag = problem.rsplit(" ", 1)[-1]
+                problem = (
+                    f"the tag {tag} is not allowed: config.yaml is read with a safe loader, so write "
+                    "plain numbers, text, lists and mappings"
+                )
+            raise ConfigError(f"{path}{where}: {problem}") from None
+        if "\\t" in problem:
+            problem += "; YAML does not allow tabs for indentation: use spaces"
+        else:
+            cm = exc.context_mark
+            if exc.context and cm is not None and mark is not None and cm.line != mark.line:
+                problem += f" ({exc.context} opened on line {cm.line + 1}, column {cm.column + 1})"
+            problem += "; check the indentation and brackets there"
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+
+
+# --------------------------------------------------------------------------- messages
+
+
 def _where(path: list) -> str:
     parts = [str(p) for p in path]
     if len(parts) >= 2 and parts[0] == "regimes":
@@ -53,58 +156,121 @@ def _where(path: list) -> str:
     return "field '" + ".".join(parts) + "'" if parts else "top level"
 
 
-def _describe(err: ValidationError) -> str:
+def _fmt(x: Any) -> str:
+    return repr(x) if isinstance(x, str) else json.dumps(x) if isinstance(x, bool | None) else f"{x!r}"
+
+
+# Suggestions added to a range error on these fields.
+_HINTS = {
+    "eta": "the paper uses 0.05 or 0.1",
+    "sigma": "σ = 0 is plain gradient descent",
+    "sgd.steps": "0 runs no SGD: the flow starts from θ0",
+}
+
+
+def _field_schema(root: dict | None, path: list) -> dict:
+    """The schema of the field at ``path`` (a regime's fields through $defs.regime)."""
+    if not root:
+        return {}
+    sub, parts = root, [str(p) for p in path]
+    if len(parts) >= 2 and parts[0] == "regimes":
+        sub, parts = root.get("$defs", {}).get("regime", {}), parts[2:]
+    for p in parts:
+        sub = sub.get("properties", {}).get(p, {})
+    return sub
+
+
+def _about(root: dict | None, path: list, schema: dict | None = None) -> str:
+    """' (what the field is)' from the schema's title, or its description if that is short."""
+    sub = _field_schema(root, path) or schema or {}
+    d = sub.get("title") or sub.get("description") or (schema or {}).get("description") or ""
+    d = " ".join(str(d).split())
+    return f" ({d})" if d and len(d) <= 70 else ""
+
+
+def _hint(path: list) -> str:
+    parts = [str(p) for p in path]
+    key = ".".join(parts[2:]) if len(parts) >= 2 and parts[0] == "regimes" else ".".join(parts)
+    return f"; {_HINTS[key]}" if key in _HINTS else ""
+
+
+_TYPE_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "text",
+    "boolean": "true or false",
+    "object": "a mapping (key: value lines, or {key: value})",
+    "array": "a list",
+}
+
+
+def _describe(err: ValidationError, root: dict | None = None) -> tuple[tuple, str, str | None]:
+    """(path, message, suggested field) for one schema error."""
     path = list(err.absolute_path)
-    if err.validator == "additionalProperties":
+    v = err.validator
+    if v == "additionalProperties":
         allowed = list(err.schema.get("properties", {}))
         extra = [k for k in err.instance if k not in allowed]
-        msgs = []
-        for key in extra:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(allowed)})"
-            msgs.append(f"{_where(path + [key])}: unknown field{hint}")
-        return "; ".join(msgs)
-    if err.validator == "required":
-        missing = re.findall(r"'([^']+)' is a required property", err.message)
-        return f"{_where(path + missing)}: required field is missing"
+        key = extra[0]
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(allowed)})"
+        return tuple(path + [key]), f"{_where(path + [key])}: unknown field{hint}", (close or [None])[0]
+    if v == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)[0]
+        sub = err.schema.get("properties", {}).get(missing, {})
+        return (
+            tuple(path + [missing]),
+            f"{_where(path + [missing])}: required field is missing{_about(root, path + [missing], sub)}",
+            None,
+        )
     if "propertyNames" in list(err.absolute_schema_path):
         return (
+            tuple(path),
             f"regime name {err.instance!r} is not path-safe: use letters, digits, '_' and '-' only "
-            "(no '/', '..' or spaces), starting with a letter or digit"
+            "(no '/', '..' or spaces), starting with a letter or digit",
+            None,
         )
-    if err.validator == "enum":
-        return f"{_where(path)}: {err.instance!r} is not one of {err.validator_value}"
-    return f"{_where(path)}: {err.message}"
+    where = _where(path)
+    if v == "type":
+        want = " or ".join(_TYPE_WORDS.get(t, t) for t in _as_list(err.validator_value))
+        extra = (
+            "; use '.' as the decimal mark" if isinstance(err.instance, str) and "," in err.instance else ""
+        )
+        about = _about(root, path, err.schema)
+        return tuple(path), f"{where}: must be {want}{about}, got {_fmt(err.instance)}{extra}", None
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}[v]
+        return (
+            tuple(path),
+            f"{where}: must be {op} {err.validator_value:g}{_about(root, path, err.schema)}, "
+            f"got {_fmt(err.instance)}{_hint(path)}",
+            None,
+        )
+    if v == "enum":
+        opts = [str(o) for o in err.validator_value]
+        close = difflib.get_close_matches(str(err.instance).lower(), opts, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return tuple(path), f"{where}: {_fmt(err.instance)} is not one of {', '.join(opts)}{hint}", None
+    if v == "minProperties" and path == ["regimes"]:
+        return tuple(path), "field 'regimes': no regimes defined; add at least one under 'regimes:'", None
+    if v == "minLength":
+        return tuple(path), f"{where}: must not be empty", None
+    return tuple(path), f"{where}: {err.message}", None
 
 
-def _coerce_numeric_strings(cfg: dict, schema: dict) -> list[str]:
-    """YAML reads ``1e-3`` as text: turn such strings into numbers where a number is expected."""
-    notes = []
-    for _ in range(100):
-        v = _Validator(schema)
-        errs = [
-            e
-            for e in v.iter_errors(copy.deepcopy(cfg))
-            if e.validator == "type"
-            and isinstance(e.instance, str)
-            and set(_as_list(e.validator_value)) & {"number", "integer"}
-        ]
-        changed = False
-        for e in errs:
-            try:
-                num = float(e.instance)
-            except ValueError:
-                continue
-            if "integer" in _as_list(e.validator_value) and "number" not in _as_list(e.validator_value):
-                if not num.is_integer():
-                    continue
-                num = int(num)
-            _set(cfg, list(e.absolute_path), num)
-            notes.append(f"{_where(list(e.absolute_path))}: read text {e.instance!r} as the number {num!r}")
-            changed = True
-        if not changed:
-            break
-    return notes
+def _messages(errors: list[ValidationError], root: dict | None = None) -> list[str]:
+    """One message per field; a missing field that a typo was meant to be is not repeated."""
+    described = [_describe(e, root) for e in errors]
+    meant = {p[:-1] + (s,) for p, _, s in described if s is not None}
+    by_path: dict[tuple, str] = {}
+    for p, msg, _ in described:
+        if "required field is missing" in msg and p in meant:
+            continue
+        by_path.setdefault(p, msg)
+    return list(dict.fromkeys(by_path.values()))
+
+
+# --------------------------------------------------------------------------- coercion
 
 
 def _as_list(x: Any) -> list:
@@ -117,16 +283,84 @@ def _set(obj: Any, path: list, value: Any) -> None:
     obj[path[-1]] = value
 
 
-def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Validate, coerce numeric text and fill defaults; raise ConfigError on the first problem."""
+def _coerce_numbers(cfg: dict, schema: dict) -> list[str]:
+    """YAML reads ``1e-3`` as text: turn such text into numbers where a number is expected,
+    and a whole float (``3.0``) into an int where an integer is expected."""
+    notes = []
+    for _ in range(100):
+        changed = False
+        for e in _Validator(schema).iter_errors(copy.deepcopy(cfg)):
+            types = set(_as_list(e.validator_value)) if e.validator == "type" else set()
+            if not types & {"number", "integer"}:
+                continue
+            x = e.instance
+            if isinstance(x, str):
+                try:
+                    num = float(x.strip().replace("_", ""))
+                except ValueError:
+                    continue
+                if not math.isfinite(num):
+                    continue
+            elif isinstance(x, float) and not isinstance(x, bool):
+                num = x
+            else:
+                continue
+            if "number" not in types:
+                if not num.is_integer():
+                    continue
+                num = int(num)
+            if isinstance(x, str):
+                why = " (YAML reads 1e-3 as text: write 1.0e-3)" if "e" in x.lower() else ""
+                notes.append(
+                    f"{_where(list(e.absolute_path))}: read the text {x!r} as the number {num!r}{why}"
+                )
+            _set(cfg, list(e.absolute_path), num)
+            changed = True
+            break  # paths may shift once a value changes: validate again
+        if not changed:
+            break
+    return notes
+
+
+def _non_finite(obj: Any, path: list) -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{_where(path)}: must be a finite number, got {obj!r}"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if (msg := _non_finite(v, path + [k])) is not None:
+                return msg
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            if (msg := _non_finite(v, path + [i])) is not None:
+                return msg
+    return None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_config(config: Any, schema: dict | None = None, notes: list[str] | None = None) -> dict:
+    """Validate, coerce numeric text and fill defaults; raise ConfigError naming regime and field.
+
+    ``notes`` (if given) collects what was coerced, for the caller to show.
+    """
     schema = schema or load_schema()
     if not isinstance(config, dict):
-        raise ConfigError("config must be a mapping with a 'regimes:' key")
+        got = "an empty file" if config is None else f"a {type(config).__name__}"
+        raise ConfigError(f"config must be a mapping with a 'regimes:' key, got {got}")
     cfg = copy.deepcopy(config)
-    _coerce_numeric_strings(cfg, schema)
-    errors = sorted(_Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    coerced = _coerce_numbers(cfg, schema)
+    if notes is not None:
+        notes.extend(coerced)
+    if (msg := _non_finite(cfg, [])) is not None:
+        raise ConfigError(msg)
+    errors = sorted(
+        _Validator(schema).iter_errors(cfg),
+        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "type"),
+    )
     if errors:
-        raise ConfigError("; ".join(dict.fromkeys(_describe(e) for e in errors)))
+        raise ConfigError("; ".join(_messages(errors, schema)))
+    cfg = _expand_sweeps(cfg, schema)
     for name, reg in cfg["regimes"].items():
         _semantic_checks(name, reg)
     # keys sorted at every level: a job's params then do not depend on the order of keys in
@@ -134,16 +368,64 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     return json.loads(json.dumps(cfg, sort_keys=True))
 
 
+def _expand_sweeps(cfg: dict, schema: dict) -> dict:
+    """Replace each regime that has a ``sweep:`` block by its grid points, then re-validate them."""
+    from . import sweeps
+
+    if not any("sweep" in reg for reg in cfg["regimes"].values()):
+        return cfg
+    try:
+        expanded = sweeps.expand(cfg["regimes"])
+    except ValueError as exc:
+        bad = next(n for n, r in cfg["regimes"].items() if "sweep" in r)
+        raise ConfigError(f"regime '{bad}', field 'sweep': {exc}") from None
+    out = dict(cfg, regimes=expanded)
+    errors = sorted(_Validator(schema).iter_errors(out), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("; ".join(_messages(errors, schema)))
+    return out
+
+
 def _semantic_checks(name: str, reg: dict) -> None:
     where = f"regime '{name}'"
+    if name.lower() in RESERVED_REGIME_NAMES:
+        raise ConfigError(
+            f"regime name '{name}' is reserved (results/{name}/ holds the figures): choose another name"
+        )
     if reg["weights"]["kind"] == "list":
         vals = reg["weights"].get("values")
         if vals is None or len(vals) != reg["m"]:
             got = "none" if vals is None else len(vals)
             raise ConfigError(f"{where}, field 'weights.values': needs m = {reg['m']} numbers, got {got}")
     for block in ("data", "labels"):
-        if reg[block]["distribution"] == "uniform" and not reg[block]["low"] < reg[block]["high"]:
-            raise ConfigError(f"{where}, field '{block}.low': must be below {block}.high")
+        b = reg[block]
+        if b["distribution"] == "uniform" and not b["low"] < b["high"]:
+            raise ConfigError(
+                f"{where}, field '{block}.low': must be below {block}.high, got low = {b['low']:g}, "
+                f"high = {b['high']:g}"
+            )
+    alg = reg["algorithm"]["name"]
+    if alg in ("gd", "one_sam") and reg["sigma"] != 0:
+        raise ConfigError(
+            f"{where}, field 'sigma': algorithm '{alg}' has no label noise, got sigma = {reg['sigma']:g}; "
+            "set sigma: 0 (or use algorithm label_noise_sgd)"
+        )
+    wts = reg["weights"]
+    if wts["kind"] == "uniform" and not wts["low"] < wts["high"]:
+        raise ConfigError(f"{where}, field 'weights.low': must be below weights.high")
+    act = reg["activation"]
+    if act["name"] == "cubic" and act["k"] != 1:
+        raise ConfigError(
+            f"{where}, field 'activation.k': 'cubic' is z^3 + νz (k = 1), got k = {act['k']}; "
+            f"for z^{2 * act['k'] + 1} + νz write name: odd_power"
+        )
+    s = reg["sgd"]
+    outside = [k for k in s["record_steps"] if not 0 <= k <= s["steps"]]
+    if outside:
+        raise ConfigError(
+            f"{where}, field 'sgd.record_steps': step {outside[0]} is outside the budget "
+            f"[0, sgd.steps = {s['steps']}]; raise sgd.steps or drop the step"
+        )
     if reg["backend"] == "cupy":
         from .backend import cupy_usable
 
@@ -155,21 +437,81 @@ def _semantic_checks(name: str, reg: dict) -> None:
 
 
 def load_config_file(path: Path | str) -> dict:
-    """Read YAML safely; report the line of a syntax error."""
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    return validate_config(raw)
+    """Read YAML safely (reporting the line of a syntax error) and validate it."""
+    return validate_config(read_config_yaml(path))
+
+
+# --------------------------------------------------------------------------- what a job sees
 
 
 def regime_sha256(reg: dict) -> str:
     return hashlib.sha256(json.dumps(reg, sort_keys=True).encode()).hexdigest()
 
 
+def job_config(reg: dict) -> dict:
+    """A regime's entry without the operational fields (what the jobs' params carry)."""
+    out = copy.deepcopy(reg)
+    for block, fields in OPERATIONAL_FIELDS.items():
+        for f in fields:
+            out.get(block, {}).pop(f, None)
+    return out
+
+
 def data_subset(reg: dict) -> dict:
     """The part of a regime's config that the data stage depends on."""
     return {k: reg[k] for k in DATA_FIELDS}
+
+
+# --------------------------------------------------------------------------- code version
+
+_PACKAGE = Path(__file__).resolve().parent
+
+# The library modules each stage runs (their own imports are followed). stages.py and
+# storage.py serve every stage. config.py reaches jobs only through their params, and
+# __init__ / logs do not change results, so editing those reruns nothing.
+STAGE_MODULES = {
+    "make_data": ("data",),
+    "run_sgd": ("sgd", "checkpoint", "backend", "activations", "model"),
+    "run_flow": ("flow", "activations", "theory", "analysis", "model"),
+    "compare": ("theory", "analysis", "activations", "model"),
+    "summary": (),
+    "figure": ("figures",),
+}
+_ALWAYS = ("stages", "storage")
+_NEVER = ("config", "__init__", "logs")
+
+
+def _local_imports(module: str) -> set[str]:
+    path = _PACKAGE / f"{module}.py"
+    if not path.exists():
+        return set()
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                out.add(node.module.split(".")[0])
+            else:
+                out.update(a.name for a in node.names)
+    return out
+
+
+@functools.cache
+def code_version(stage: str) -> str:
+    """sha256 (16 hex digits) of the library source a stage runs: a job's ``code`` param.
+
+    Editing one of those modules changes the param, so Snakemake reruns that stage
+    (and what depends on it); editing an unrelated module reruns nothing.
+    """
+    todo, seen = list(STAGE_MODULES[stage]), set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen or mod in _NEVER or mod in _ALWAYS:
+            continue
+        seen.add(mod)
+        todo.extend(_local_imports(mod))
+    h = hashlib.sha256()
+    for mod in sorted(seen | set(_ALWAYS)):
+        path = _PACKAGE / f"{mod}.py"
+        if path.exists():
+            h.update(mod.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]

@@ -37,13 +37,22 @@ def make_labels(n: int, spec: dict) -> np.ndarray:
 
 
 def make_weights(m: int, spec: dict) -> np.ndarray:
-    """Second-layer weights w (m,): all ones (the paper) or an explicit list."""
-    if spec["kind"] == "ones":
+    """Second-layer weights w (m,): all ones (the paper), an explicit list, or drawn
+    Uniform[low, high] / N(mean, scale²) with their own seed. Theorem 2's targets need w_j ≠ 0."""
+    kind = spec["kind"]
+    if kind == "ones":
         return np.ones(m)
-    w = np.asarray(spec["values"], dtype=float)
-    if w.shape != (m,):
-        raise ValueError(f"weights.values has {w.size} entries, expected m = {m}")
-    return w
+    if kind == "list":
+        w = np.asarray(spec["values"], dtype=float)
+        if w.shape != (m,):
+            raise ValueError(f"weights.values has {w.size} entries, expected m = {m}")
+        return w
+    rng = rng_for(spec.get("seed", 4))
+    if kind == "uniform":
+        return rng.uniform(spec.get("low", 0.5), spec.get("high", 1.5), size=m)
+    if kind == "normal":
+        return spec.get("mean", 1.0) + spec.get("scale", 0.3) * rng.standard_normal(m)
+    raise ValueError(f"unknown weights.kind {kind!r}")
 
 
 def make_init(replicas: int, m: int, d: int, spec: dict) -> np.ndarray:

@@ -55,25 +55,25 @@ def singular_values(regime, cfg, inputs, png, pdf) -> None:
     step = sgd["step"].values
     pos = step > 0
     K = _meaningful_ranks(cfg)
-    df = _long(sgd["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
+    alg = _algorithm(sgd)
+    xname = "GD step" if alg == "gradient descent (control)" else f"{alg} step"
+    df = _long(sgd["feature_sv"].values[:, pos], step[pos], xname, range(2, K + 1), keep)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.lineplot(
-        data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
-    )
+    sns.lineplot(data=df, x=xname, y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax)
     ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
-    ax.set_title(
-        f"{_header(regime, cfg)}\nlabel-noise SGD, {note}: median and 10–90% band",
-        fontsize=9,
-    )
-    top = ax.secondary_xaxis(
-        "top",
-        functions=(
-            lambda s: s * cfg["eta"] ** 2 * cfg["sigma"] ** 2,
-            lambda t: t / (cfg["eta"] ** 2 * cfg["sigma"] ** 2),
-        ),
-    )
-    top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
+    ax.set_title(f"{_header(regime, cfg)}\n{alg}, {note}: median and 10–90% band", fontsize=9)
+    per_step = float(sgd["tau"].values[-1] / step[-1]) if step[-1] > 0 else float("nan")
+    if np.isfinite(per_step) and per_step > 0:  # GD has no clock: no τ axis
+        top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
+        top.set_xlabel(f"flow time τ ({sgd.attrs.get('clock', 'τ = η²σ²·step').split(' (')[0]})", fontsize=8)
     _save(fig, png, pdf)
+
+
+def _algorithm(sgd) -> str:
+    """Readable name of the algorithm that wrote sgd.nc."""
+    return {"label_noise_sgd": "label-noise SGD", "gd": "gradient descent (control)", "one_sam": "1-SAM"}.get(
+        sgd.attrs.get("algorithm", "label_noise_sgd"), "label-noise SGD"
+    )
 
 
 def _fill_end(a: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     shift = F_star if has_star else 0.0
     df = pd.concat(
         [
-            stage_frame(tau_s[pos], F_s - shift, "label-noise SGD"),
+            stage_frame(tau_s[pos], F_s - shift, _algorithm(sgd)),
             stage_frame(tau_f, F_f - shift, "manifold flow"),
         ]
     )
@@ -143,7 +143,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     ax = axes[1]
     df = pd.concat(
         [
-            stage_frame(tau_s[pos], np.maximum(g_s, floor), "label-noise SGD"),
+            stage_frame(tau_s[pos], np.maximum(g_s, floor), _algorithm(sgd)),
             stage_frame(tau_f, np.maximum(g_f, floor), "manifold flow"),
         ]
     )
@@ -181,9 +181,16 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     for a in axes:
         a.axvline(float(fl.attrs["tau_start"]), color="k", lw=0.8, ls=":")
     axes[0].text(float(fl.attrs["tau_start"]), axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    caveat = ""
+    if not int(cmp_.attrs.get("theorem2_applicable", 1)):
+        caveat = f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
+    elif not int(cmp_.attrs.get("theorem3_applicable", 1)):
+        caveat = f"\nTheorem 3 not applicable: {cmp_.attrs.get('theorem3_reason', '')}"
     fig.suptitle(
-        f"{_header(regime, cfg)}\nSGD continued by the Riemannian flow of F on M; {note}, median and 10–90% band\n"
-        "(a replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state; lower panels floored at 1e-16)",
+        f"{_header(regime, cfg)}\n{_algorithm(sgd)} continued by the Riemannian flow of F on M; "
+        f"{note}, median and 10–90% band\n"
+        "(a replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state; lower panels floored at 1e-16)"
+        + caveat,
         fontsize=9,
     )
     _save(fig, png, pdf)
@@ -228,6 +235,97 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     _save(fig, png, pdf)
 
 
+def structure(regime, cfg, inputs, png, pdf) -> None:
+    """Effective rank of Z and the number of neuron clusters along SGD and the flow."""
+    sgd = storage.open_dataset(inputs["sgd"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    keep, note = _kept(sgd)
+    frames = []
+    # flow records up to the first one after every replica has stopped
+    raw = cmp_["feature_rank_flow"].values
+    n_f = int(np.max(np.nonzero((raw >= 0).any(axis=0))[0], initial=0)) + 2
+    cmp_ = cmp_.isel(flow_record=slice(0, n_f))
+    for stage, label_ in (("sgd", _algorithm(sgd)), ("flow", "manifold flow")):
+        tau = cmp_[f"{stage}_tau"].values
+        for var, what in (("feature_rank", "effective rank of Z"), ("cluster_count", "neuron clusters")):
+            v = cmp_[f"{var}_{stage}"].values.astype(float)
+            v[v < 0] = np.nan  # no record (diverged, or the flow had stopped)
+            if stage == "flow":
+                v = _fill_end(v, cmp_[f"{var}_flow_end"].values.astype(float))
+            v = v[keep]
+            pos = tau > 0
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "τ": np.tile(tau[pos], v.shape[0]),
+                        "value": v[:, pos].ravel(),
+                        "stage": label_,
+                        "what": what,
+                    }
+                )
+            )
+    df = pd.concat(frames, ignore_index=True)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for ax, what in zip(axes, ("effective rank of Z", "neuron clusters"), strict=True):
+        sns.lineplot(
+            data=df[df["what"] == what],
+            x="τ",
+            y="value",
+            hue="stage",
+            estimator="median",
+            errorbar=BAND,
+            ax=ax,
+        )
+        ax.set(xscale="log", ylabel=what)
+    axes[0].set_ylabel(f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)")
+    axes[1].set_ylabel(f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)")
+    axes[1].set_xlabel("flow time τ")
+    fig.suptitle(f"{_header(regime, cfg)}\n{note}: median and 10–90% band over replicas", fontsize=9)
+    _save(fig, png, pdf)
+
+
+def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], png: str, pdf: str) -> None:
+    """Final effective rank and sharpness gap (or F) over the first two sweep axes."""
+    sns.set_theme(style="white", context="notebook")
+    rows = []
+    for path in comparison_csvs:
+        df = pd.read_csv(path)
+        regime = df["regime"].iloc[0]
+        point = cfgs[regime]["sweep_of"]["point"]
+        ok = ~df["sgd_diverged"].astype(bool)
+        gap = df.loc[ok, "sharpness_gap"]
+        rows.append(
+            {
+                **point,
+                "effective rank at SGD's end (median)": df.loc[ok, "feature_rank_sgd_end"].median(),
+                "effective rank at the flow's end (median)": df.loc[ok, "feature_rank_flow_end"].median(),
+                "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
+                "gap_is_F": not gap.notna().any(),
+                "diverged": int((~ok).sum()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    axes_keys = next(iter(cfgs.values()))["sweep_of"]["axes"]
+    xk = axes_keys[0]
+    yk = axes_keys[1] if len(axes_keys) > 1 else None
+    gap_label = (
+        "F at the flow's end (no F*)" if table["gap_is_F"].all() else "F − F* at the flow's end (median)"
+    )
+    fig, axs = plt.subplots(1, 3, figsize=(16, 4.5))
+    cols = ["effective rank at SGD's end (median)", "effective rank at the flow's end (median)", "gap"]
+    for ax, col, fmt in zip(axs, cols, [".1f", ".1f", ".4g"], strict=True):
+        if yk is None:
+            sns.barplot(data=table, x=xk, y=col, ax=ax)
+        else:
+            grid = table.pivot_table(index=yk, columns=xk, values=col)
+            sns.heatmap(grid, annot=True, fmt=fmt, ax=ax, cmap="viridis", cbar=False)
+            ax.invert_yaxis()
+        ax.set_title(col if col != "gap" else gap_label, fontsize=10)
+    note = f"; {int(table['diverged'].sum())} diverged replicas left out" if table["diverged"].sum() else ""
+    fig.suptitle(f"sweep {base}: {len(table)} grid points over {', '.join(axes_keys)}{note}", fontsize=10)
+    _save(fig, png, pdf)
+
+
 def _save(fig, png: str, pdf: str) -> None:
     fig.tight_layout()
     for path in (png, pdf):
@@ -236,7 +334,12 @@ def _save(fig, png: str, pdf: str) -> None:
     plt.close(fig)
 
 
-KINDS = {"singular_values": singular_values, "trajectory": trajectory, "neuron_pca": neuron_pca}
+KINDS = {
+    "singular_values": singular_values,
+    "trajectory": trajectory,
+    "neuron_pca": neuron_pca,
+    "structure": structure,
+}
 
 
 def draw(kind: str, regime: str, cfg: dict, inputs: dict, png: str, pdf: str) -> None:

@@ -17,7 +17,12 @@ pre-activation (φ'(0) = 0 for ν = 0) is reported as stalled, never as converge
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -209,3 +214,71 @@ def run_flow(
         nfev=nfev,
         notes=notes,
     )
+
+
+def _flow_task(args) -> tuple[FlowResult | None, float]:
+    """One replica's flow (a process-pool task): (result or None if θ is not finite, seconds)."""
+    act, theta, X, y, w, kw = args
+    t0 = time.monotonic()
+    if not np.isfinite(theta).all():
+        return None, 0.0
+    return run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
+
+
+def _one_blas_thread():
+    """Cap BLAS at one thread: the flow's matrices (m·d ≤ a few hundred) only lose from more."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def thread_budget() -> int:
+    """Processes a stage may use: OMP_NUM_THREADS (Snakemake sets it to the rule's threads), else 1."""
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else 1
+
+
+def run_flows(
+    act,
+    thetas: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    workers: int = 1,
+    on_result: Callable[[int, FlowResult | None, float], None] | None = None,
+    **kw,
+) -> list[FlowResult | None]:
+    """:func:`run_flow` for every replica of ``thetas`` (R, m, d); None where θ is not finite.
+
+    Replicas are independent and each runs exactly as :func:`run_flow` alone, so
+    ``workers`` > 1 (a pool of forked processes, one replica per task) gives the same
+    results as ``workers = 1``, in replica order. BLAS runs on one thread per process.
+    ``on_result(r, result, seconds)`` is called in replica order as results come in.
+    """
+    tasks = [(act, th, X, y, w, kw) for th in thetas]
+    n_finite = sum(bool(np.isfinite(th).all()) for th in thetas)
+    workers = max(1, min(int(workers), n_finite))
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        log.info("no fork start method here: running the flow's replicas one after another")
+        workers = 1
+    results: list[FlowResult | None] = []
+    with _one_blas_thread():  # set before forking, so the workers inherit it
+        if workers == 1:
+            outs = map(_flow_task, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            outs = pool.imap(_flow_task, tasks, chunksize=1)
+        try:
+            for r, (res, secs) in enumerate(outs):
+                results.append(res)
+                if on_result is not None:
+                    on_result(r, res, secs)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    return results

@@ -36,7 +36,7 @@ class SampleOrder:
 
     def __init__(self, order: str, seed: int, replicas: int, n: int):
         self.order, self.n, self.R = order, n, replicas
-        self.gens = [rng_for(seed, 2, r) for r in range(replicas)] if order == "random" else None
+        self.gens = [rng_for(seed, 2, r) for r in range(replicas)] if order == "random" else []
 
     def draw(self, k0: int, steps: int) -> np.ndarray:
         """Sample indices of shape (steps, R) for steps k0 .. k0 + steps − 1."""
@@ -46,7 +46,9 @@ class SampleOrder:
         return np.stack([g.integers(0, self.n, steps) for g in self.gens], axis=1)
 
 
-def advance(xp, act, theta, X, y, w, eta: float, rho: float, idx, alive, loss_bound: float, k0: int, diverged_step):
+def advance(
+    xp, act, theta, X, y, w, eta: float, rho: float, idx, alive, loss_bound: float, k0: int, diverged_step
+):
     """Run len(idx) 1-SAM steps (idx: (steps, R) sample indices); same freezing rule as SGD."""
     n = X.shape[0]
     eye = xp.eye(n, dtype=theta.dtype)

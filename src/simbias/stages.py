@@ -16,8 +16,10 @@ import xarray as xr
 from . import analysis, model, storage, theory
 from .activations import make_activation
 from .backend import get_backend
+from .checkpoint import SGDCheckpoint
+from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
-from .flow import run_flow
+from .flow import run_flows, thread_budget
 from .sgd import label_noise_sgd, record_schedule, tau_of_step
 
 log = logging.getLogger(__name__)
@@ -60,14 +62,138 @@ def _sv_vars(theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return storage.sv_padded(fsv, k), storage.sv_padded(wsv, k)
 
 
-def run_sgd(regime: str, cfg: dict, data_path: str, out: str) -> None:
-    """sgd.nc: label-noise SGD records on the log + linear schedule."""
+def _largest_stable_eta(xp, act, theta0, X, y, w, cfg: dict, trial_steps: int = 2000) -> dict:
+    """Estimate the largest η at which no replica diverges, when the configured η made all diverge.
+
+    Short label-noise SGD runs (the job's own θ0, data, seeds and noise; at most
+    ``trial_steps`` steps) at η/2, η/4, ... until one keeps every replica finite and
+    under ``sgd.loss_bound``, then six geometric bisection steps (about 1% apart).
+    It is empirical: a longer run can still diverge close to this η. For context it
+    also reports where that run settled, the linear-stability limit 2/λ_max(∇²L)
+    with ∇²L ≈ 2JᵀJ (exact on the zero-loss manifold M), median over replicas.
+    """
+    s = cfg["sgd"]
+    K = int(min(s["steps"], trial_steps))
+    common = dict(
+        sigma=cfg["sigma"],
+        steps=K,
+        record_steps=np.array([0, K]),
+        seed=s["seed"],
+        dtype=cfg["dtype"],
+        loss_bound=s["loss_bound"],
+    )
+
+    def trial(eta: float):
+        quiet = logging.getLogger("simbias.sgd")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the trials' own divergence warnings are expected
+        try:
+            r = label_noise_sgd(xp, act, theta0, X, y, w, eta=eta, **common)
+        finally:
+            quiet.setLevel(level)
+        log.info(
+            "stability trial: eta = %.4g, %d of %d replicas diverged", eta, r.diverged.sum(), r.diverged.size
+        )
+        return None if r.diverged.any() else r
+
+    bad, ok, res = float(cfg["eta"]), None, None
+    for _ in range(30):
+        eta = bad / 2
+        res = trial(eta)
+        if res is not None:
+            ok = eta
+            break
+        bad = eta
+    if ok is None:
+        return {"eta": None, "trial_steps": K, "lowest_tried": bad}
+    for _ in range(6):
+        mid = float(np.sqrt(ok * bad))
+        r = trial(mid)
+        if r is None:
+            bad = mid
+        else:
+            ok, res = mid, r
+    th = res.theta[:, -1]
+    Z = model.preactivations(np, th, X)
+    lam = np.linalg.eigvalsh(2.0 * model.gram_jjt(np, act, Z, X, w))[:, -1]
+    with np.errstate(divide="ignore"):
+        curvature_eta = float(np.median(2.0 / lam))
+    return {
+        "eta": ok,
+        "trial_steps": K,
+        "curvature_eta": curvature_eta,
+        "median_loss": float(np.median(res.loss[:, -1])),
+    }
+
+
+def _all_diverged_message(regime: str, cfg: dict, res, initial_loss: np.ndarray, est: dict | None) -> str:
+    s = cfg["sgd"]
+    first, last = int(res.diverged_step.min()), int(res.diverged_step.max())
+    head = (
+        f"regime '{regime}': all {res.diverged.size} replicas diverged during SGD (loss non-finite or "
+        f"above sgd.loss_bound = {s['loss_bound']:g}; steps {first} to {last})."
+    )
+    if last == 0 and np.all(np.isfinite(initial_loss)) and np.all(initial_loss > s["loss_bound"]):
+        return (
+            f"{head} The loss already starts above sgd.loss_bound (median {np.median(initial_loss):.3g}): "
+            "raise sgd.loss_bound (or lower init.scale), eta is not the problem."
+        )
+    if est is None or est["eta"] is None:
+        low = "" if est is None else f" (even eta = {est['lowest_tried']:.3g} diverged in a short trial)"
+        return f"{head} Use a much smaller eta than {cfg['eta']:g}{low}; check the labels' and init's scale."
+    e, c = est["eta"], est["curvature_eta"]
+    curvature = (
+        f" Where that run settled the linear-stability limit is 2/λ_max(∇²L) ≈ {c:.3g} (∇²L ≈ 2JᵀJ near "
+        "the zero-loss manifold; median over replicas)."
+        if np.isfinite(c)
+        else ""
+    )
+    return (
+        f"{head} Use a smaller eta than {cfg['eta']:g}: the largest stable eta is estimated at about "
+        f"{e:.3g} (every replica stayed finite for {est['trial_steps']} steps at that eta, with the same "
+        f"data, seeds and label noise; bisection).{curvature} A longer run can still diverge near the "
+        f"limit: leave a margin, e.g. eta: {float(f'{e / 2:.2g}'):g}."
+    )
+
+
+def run_sgd(
+    regime: str,
+    cfg: dict,
+    data_path: str,
+    out: str,
+    checkpoint_path: str | None = None,
+    checkpoint_every_steps: int = 0,
+    checkpoint_every_seconds: float = 0.0,
+) -> None:
+    """sgd.nc: label-noise SGD records on the log + linear schedule.
+
+    With ``checkpoint_path`` the loop saves its state there every
+    ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds and, when
+    rerun after a kill, resumes from it; the checkpoint is deleted once sgd.nc is written.
+    """
     data, X, y, w = _inputs(data_path)
     xp, backend = get_backend(cfg["backend"])
     log.info("%s: backend %s (requested %s), dtype %s", regime, backend, cfg["backend"], cfg["dtype"])
     act = make_activation(cfg["activation"])
     s = cfg["sgd"]
-    steps = record_schedule(s["steps"], s["log_points"], s["linear_points"])
+    steps = np.union1d(
+        record_schedule(s["steps"], s["log_points"], s["linear_points"]),
+        np.asarray(s.get("record_steps", []), dtype=np.int64),
+    )
+    ckpt = None
+    if checkpoint_path:
+        ckpt = SGDCheckpoint(
+            checkpoint_path,
+            every_steps=checkpoint_every_steps,
+            every_seconds=checkpoint_every_seconds,
+            fingerprint={
+                "regime": regime,
+                "config_sha256": regime_sha256(job_config(cfg)),
+                "code": code_version("run_sgd"),
+                "backend": backend,
+            },
+        )
+    alg = cfg["algorithm"]
     t0 = time.monotonic()
     res = label_noise_sgd(
         xp,
@@ -84,12 +210,31 @@ def run_sgd(regime: str, cfg: dict, data_path: str, out: str) -> None:
         dtype=cfg["dtype"],
         loss_bound=s["loss_bound"],
         progress=lambda msg: log.info("%s: %s", regime, msg),
+        checkpoint=ckpt,
+        sam_rho=alg["rho"] if alg["name"] == "one_sam" else None,
+        sam_order=alg["order"],
     )
     log.info(
-        "%s: %d steps x %d replicas in %.1f s", regime, s["steps"], cfg["replicas"], time.monotonic() - t0
+        "%s: %d steps x %d replicas in %.1f s%s",
+        regime,
+        s["steps"],
+        cfg["replicas"],
+        time.monotonic() - t0,
+        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
     )
     if res.diverged.all():
-        raise RuntimeError(f"regime '{regime}': every replica diverged; try a smaller eta than {cfg['eta']}")
+        if ckpt is not None:
+            ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+        est = _largest_stable_eta(xp, act, data["theta0"].values, X, y, w, cfg)
+        raise RuntimeError(_all_diverged_message(regime, cfg, res, res.loss[:, 0], est))
+    if res.diverged.any():
+        log.warning(
+            "%s: %d of %d replicas diverged (frozen; NaN records after diverged_step); "
+            "flow, comparison and figures leave them out",
+            regime,
+            int(res.diverged.sum()),
+            res.diverged.size,
+        )
     k = max(res.feature_sv.shape[-1], res.weight_sv.shape[-1])
     dims = ("replica", "record")
     ds = xr.Dataset(
@@ -105,17 +250,50 @@ def run_sgd(regime: str, cfg: dict, data_path: str, out: str) -> None:
         coords={
             "replica": np.arange(res.theta.shape[0]),
             "step": ("record", res.step),
-            "tau": ("record", tau_of_step(res.step, cfg["eta"], cfg["sigma"])),
+            "tau": ("record", _clock(cfg, res.step, X.shape[0])),
             "rank": np.arange(1, k + 1),
         },
     )
-    ds.attrs = _attrs(regime, cfg, backend, f"{regime}: label-noise SGD")
+    ds.attrs = _attrs(regime, cfg, backend, f"{regime}: {ALGORITHM_TITLES[alg['name']]}")
+    ds.attrs["algorithm"] = alg["name"]
+    ds.attrs["clock"] = CLOCKS[alg["name"]]
+    ds.attrs["segment_function"] = res.kernel
+    if alg["name"] == "one_sam":
+        ds.attrs["one_sam_order"] = alg["order"]
     storage.write_netcdf(ds, out)
+    if ckpt is not None:
+        ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+
+
+ALGORITHM_TITLES = {
+    "label_noise_sgd": "label-noise SGD",
+    "gd": "gradient descent (control)",
+    "one_sam": "1-SAM",
+}
+CLOCKS = {
+    "label_noise_sgd": "tau = eta^2 sigma^2 step (Li, Wang & Arora 2021; DESIGN.md)",
+    "one_sam": "tau = eta rho^2 step / n (derived in simbias/sam.py)",
+    "gd": "none: GD has no noise, so no drift along M at the eta^2 time scale; tau is NaN",
+}
+
+
+def _clock(cfg: dict, step: np.ndarray, n: int) -> np.ndarray:
+    """Flow time of each step for the regime's algorithm (NaN for GD, which has no clock)."""
+    alg = cfg["algorithm"]
+    if alg["name"] == "one_sam":
+        from .sam import tau_of_step as sam_tau
+
+        return sam_tau(step, cfg["eta"], alg["rho"], n)
+    if alg["name"] == "gd":
+        return np.full(np.shape(step), np.nan)
+    return tau_of_step(step, cfg["eta"], cfg["sigma"])
 
 
 def _targets(act, X, y, w):
     """Theorem 2 point and F*, or (None, None, reason) when Theorem 2 does not apply."""
     app = theory.theorem2_applicability(X, act)
+    if app.ok and np.any(w == 0):
+        app = theory.Applicability(False, "some second-layer weight w_j = 0")
     if not app.ok:
         return None, None, app
     z = theory.target_z(act, y, w)
@@ -130,28 +308,15 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
     f = cfg["flow"]
     z_star, F_star, _ = _targets(act, X, y, w)
     tau0 = float(sgd["tau"].values[-1])
+    if not np.isfinite(tau0):  # GD has no clock: the flow's own time starts at 0
+        tau0 = 0.0
     theta_last = sgd["theta"].values[:, -1]
-    results = []
-    for r, th in enumerate(theta_last):
-        t0 = time.monotonic()
-        if not np.isfinite(th).all():
-            results.append(None)
+    workers = thread_budget()  # the rule's threads: one flow process each
+
+    def report(r: int, res, secs: float) -> None:
+        if res is None:
             log.info("%s: replica %d diverged in SGD, no flow", regime, r)
-            continue
-        res = run_flow(
-            act,
-            th,
-            X,
-            y,
-            w,
-            tol=f["tol"],
-            tau_max=f["tau_max"],
-            records=f["records"],
-            eps=cfg["theory"]["epsilon"],
-            z_star=z_star,
-            F_star=F_star,
-        )
-        results.append(res)
+            return
         log.info(
             "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %d f-evals, %.2f s) %s",
             regime,
@@ -160,9 +325,35 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
             res.tau_end,
             res.grad_norm_end,
             res.nfev,
-            time.monotonic() - t0,
+            secs,
             "; ".join(res.notes),
         )
+
+    t0 = time.monotonic()
+    results = run_flows(
+        act,
+        theta_last,
+        X,
+        y,
+        w,
+        workers=workers,
+        on_result=report,
+        tol=f["tol"],
+        tau_max=f["tau_max"],
+        records=f["records"],
+        eps=cfg["theory"]["epsilon"],
+        z_star=z_star,
+        F_star=F_star,
+    )
+    n_run = sum(r is not None for r in results)
+    log.info(
+        "%s: flow for %d replicas in %.1f s with %d process(es) (%.2f s per replica)",
+        regime,
+        n_run,
+        time.monotonic() - t0,
+        min(workers, max(n_run, 1)),
+        (time.monotonic() - t0) / max(n_run, 1),
+    )
     R, (m, d) = len(results), theta_last.shape[1:]
     offsets = next(r.tau for r in results if r is not None)
     T = offsets.size
@@ -283,6 +474,8 @@ def compare(
             ),
             "feature_rank_sgd_end": analysis.numerical_rank(sgd["feature_sv"].values[:, -1]),
             "feature_rank_flow_end": analysis.numerical_rank(analysis.singular_values_nan(th_flow @ X.T)),
+            "cluster_count_sgd_end": analysis.cluster_count(th_sgd @ X.T),
+            "cluster_count_flow_end": analysis.cluster_count(th_flow @ X.T),
             "theorem2_applicable": app2.ok,
             "theorem3_applicable": app3.ok,
             "not_applicable_reason": "; ".join(dict.fromkeys(r for r in (app2.reason, app3.reason) if r)),
@@ -296,6 +489,15 @@ def compare(
         if isinstance(nc[col].dtype, pd.BooleanDtype):
             nc[col] = nc[col].astype("Float64").astype(float)
     ds = xr.Dataset.from_dataframe(nc)
+    # d < n structure over time: effective rank and neuron clusters at every record
+    for stage, src in (("sgd", sgd), ("flow", fl)):
+        Zt = src["theta"].values @ X.T
+        ds[f"feature_rank_{stage}"] = (
+            ("replica", f"{stage}_record"),
+            analysis.numerical_rank(src["feature_sv"].values),
+        )
+        ds[f"cluster_count_{stage}"] = (("replica", f"{stage}_record"), analysis.cluster_count(Zt))
+        ds = ds.assign_coords({f"{stage}_tau": (f"{stage}_record", src["tau"].values)})
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: comparison with Theorems 2 and 3")
     ds.attrs.update(
         mu=c.mu,
@@ -306,6 +508,7 @@ def compare(
         epsilon=eps,
         z_tol=z_tol,
         rank_rel_threshold=analysis.RANK_REL_THRESHOLD,
+        cluster_rel_tol=analysis.CLUSTER_REL_TOL,
         theorem2_applicable=int(app2.ok),
         theorem2_reason=app2.reason,
         theorem3_applicable=int(app3.ok),
@@ -353,6 +556,7 @@ def summarize(csv_paths: list[str], out: str) -> None:
                 "lemma6_holds_all": _all_or_na(df.loc[ok, "lemma6_holds_all_records"]),
                 "feature_rank_sgd_end_median": df.loc[ok, "feature_rank_sgd_end"].median(),
                 "feature_rank_flow_end_median": df.loc[ok, "feature_rank_flow_end"].median(),
+                "cluster_count_flow_end_median": df.loc[ok, "cluster_count_flow_end"].median(),
                 "theorem2_applicable": bool(df["theorem2_applicable"].iloc[0]),
                 "theorem3_applicable": bool(df["theorem3_applicable"].iloc[0]),
                 "not_applicable_reason": df["not_applicable_reason"].fillna("").iloc[0],

@@ -73,5 +73,8 @@ def expand(regimes: dict[str, dict]) -> dict[str, dict]:
                     target = target.setdefault(p, {})
                 target[leaf] = value
             r["sweep_of"] = {"base": name, "point": point, "axes": [k for k in SWEEP_KEYS if k in sweep]}
-            out[point_name(name, point)] = r
+            pname = point_name(name, point)
+            if pname in out or pname in regimes:
+                raise ValueError(f"grid point {pname!r} appears twice or clashes with another regime")
+            out[pname] = r
     return out

@@ -1,32 +1,89 @@
 import sys
 from pathlib import Path
 
-from simbias.config import ConfigError, data_subset, validate_config, load_schema
+from snakemake.utils import update_config
 
+from simbias.config import (
+    ConfigError,
+    code_version,
+    data_subset,
+    job_config,
+    load_schema,
+    read_config_yaml,
+    validate_config,
+)
+
+
+def _raw_config():
+    """config.yaml through a safe YAML loader (not Snakemake's configfile:), --config on top."""
+    # with --configfile FILE, Snakemake has read that file already
+    if workflow.overwrite_configfiles:
+        return dict(config)
+    raw = read_config_yaml("config.yaml")
+    if isinstance(raw, dict):
+        update_config(raw, config)  # --config KEY=VALUE overrides
+    return raw
+
+
+# Refuse a bad config before any job starts: one line naming regime and field, exit 1.
+_notes = []
 try:
     _validated = validate_config(
-        config, load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+        _raw_config(),
+        load_schema(workflow.source_path("../schemas/config.schema.yaml")),
+        notes=_notes,
     )
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
+for _note in _notes:
+    sys.stderr.write(f"config note: {_note}\n")
 config.clear()
 config.update(_validated)
 
 RESULTS = config["results"]
 REGIMES = list(config["regimes"])
-FIGURE_KINDS = ["singular_values", "trajectory", "neuron_pca"]
+# regimes of the default target, and those behind `snakemake extensions`
+TARGETS = {
+    t: [r for r in REGIMES if config["regimes"][r]["target"] == t]
+    for t in ("default", "extensions")
+}
+FIGURE_KINDS = ["singular_values", "trajectory", "neuron_pca", "structure"]
+# sweep base name -> its grid-point regimes (see simbias.sweeps)
+SWEEPS = {}
+for _name, _reg in config["regimes"].items():
+    if "sweep_of" in _reg:
+        SWEEPS.setdefault(_reg["sweep_of"]["base"], []).append(_name)
 
 
 wildcard_constraints:
     regime="|".join(REGIMES),
     kind="|".join(FIGURE_KINDS),
     ext="png|pdf",
+    base="|".join(SWEEPS) or "(?!)",
 
 
 def regime_cfg(wildcards):
-    """A regime's whole resolved config entry (params rerun the job when it changes)."""
-    return config["regimes"][wildcards.regime]
+    """A regime's resolved config entry (params rerun the job when it changes).
+
+    Without the operational fields (checkpoint intervals): they change how a job runs,
+    not what it computes.
+    """
+    return job_config(config["regimes"][wildcards.regime])
+
+
+def sgd_setting(name):
+    """An operational sgd.* field for a job's resources (resources never trigger a rerun)."""
+
+    def get(wildcards):
+        return config["regimes"][wildcards.regime]["sgd"][name]
+
+    return get
+
+
+def checkpoint_path(wildcards):
+    """Where run_sgd keeps its checkpoint: outside its output, so Snakemake never deletes it."""
+    return f"{RESULTS}/.checkpoints/{wildcards.regime}/run_sgd.npz"
 
 
 def regime_data_cfg(wildcards):
@@ -34,10 +91,24 @@ def regime_data_cfg(wildcards):
     return data_subset(config["regimes"][wildcards.regime])
 
 
-def all_figures():
-    return expand(
+def sweep_points(wildcards):
+    return SWEEPS[wildcards.base]
+
+
+def sweep_cfgs(wildcards):
+    """The grid points' configs (the phase diagram reads their sweep_of entries)."""
+    return {r: job_config(config["regimes"][r]) for r in SWEEPS[wildcards.base]}
+
+
+def all_figures(target="default"):
+    regimes = TARGETS[target]
+    bases = [b for b in SWEEPS if SWEEPS[b][0] in regimes]
+    per_regime = expand(
         f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=REGIMES,
+        regime=regimes,
         kind=FIGURE_KINDS,
         ext=["png", "pdf"],
+    )
+    return per_regime + expand(
+        f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
     )

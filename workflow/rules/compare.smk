@@ -5,7 +5,13 @@ rule compare:
         flow=f"{RESULTS}/{{regime}}/flow.nc",
     output:
         nc=f"{RESULTS}/{{regime}}/comparison.nc",
-        csv=f"{RESULTS}/{{regime}}/comparison.csv",
+        csv=report(
+            f"{RESULTS}/{{regime}}/comparison.csv",
+            caption="../report/comparison.rst",
+            category="{regime}",
+            subcategory="comparison with theory",
+            labels={"regime": "{regime}", "table": "comparison (per replica)"},
+        ),
     log:
         "logs/{regime}/compare.log",
     params:
@@ -16,10 +22,24 @@ rule compare:
 
 rule summary:
     input:
-        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=REGIMES),
+        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["default"]),
     output:
-        f"{RESULTS}/summary.csv",
+        report(
+            f"{RESULTS}/summary.csv",
+            caption="../report/summary.rst",
+            category="summary",
+            labels={"table": "summary (per regime)"},
+        ),
     log:
         "logs/summary.log",
     script:
         "../scripts/summary.py"
+
+
+use rule summary as summary_extensions with:
+    input:
+        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["extensions"]),
+    output:
+        f"{RESULTS}/summary_extensions.csv",
+    log:
+        "logs/summary_extensions.log",

@@ -5,7 +5,13 @@ rule figure:
         flow=f"{RESULTS}/{{regime}}/flow.nc",
         comparison=f"{RESULTS}/{{regime}}/comparison.nc",
     output:
-        png=f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
+        png=report(
+            f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
+            caption="../report/figure.rst",
+            category="{regime}",
+            subcategory="figures",
+            labels={"regime": "{regime}", "figure": "{kind}"},
+        ),
         pdf=f"{RESULTS}/figures/{{regime}}_{{kind}}.pdf",
     log:
         "logs/{regime}/figure_{kind}.log",
@@ -13,3 +19,24 @@ rule figure:
         cfg=regime_cfg,
     script:
         "../scripts/figure.py"
+
+
+rule phase_diagram:
+    input:
+        lambda wc: expand(
+            f"{RESULTS}/{{regime}}/comparison.csv", regime=sweep_points(wc)
+        ),
+    output:
+        png=report(
+            f"{RESULTS}/figures/{{base}}_phase.png",
+            caption="../report/phase.rst",
+            category="sweeps",
+            labels={"sweep": "{base}", "figure": "phase diagram"},
+        ),
+        pdf=f"{RESULTS}/figures/{{base}}_phase.pdf",
+    log:
+        "logs/sweeps/{base}_phase.log",
+    params:
+        cfgs=sweep_cfgs,
+    script:
+        "../scripts/phase_diagram.py"

@@ -8,6 +8,9 @@ rule run_flow:
         "logs/{regime}/run_flow.log",
     benchmark:
         "benchmarks/out/{regime}/run_flow.tsv"
+    # one flow process per thread over the replicas (simbias.flow.run_flows; Snakemake
+    # passes it as OMP_NUM_THREADS and caps it at --cores)
+    threads: 4
     params:
         cfg=regime_cfg,
     script:

@@ -7,7 +7,13 @@ rule run_sgd:
         "logs/{regime}/run_sgd.log",
     benchmark:
         "benchmarks/out/{regime}/run_sgd.tsv"
+    resources:
+        checkpoint_every_steps=sgd_setting("checkpoint_every_steps"),
+        checkpoint_every_seconds=sgd_setting("checkpoint_every_seconds"),
     params:
         cfg=regime_cfg,
+        # editing a library module this stage runs reruns it (see simbias.config.code_version)
+        code=code_version("run_sgd"),
+        checkpoint=checkpoint_path,
     script:
         "../scripts/run_sgd.py"

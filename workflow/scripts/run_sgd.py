@@ -1,4 +1,12 @@
 from simbias import logs, stages
 
 logs.to_file(snakemake.log[0])
-stages.run_sgd(snakemake.wildcards.regime, snakemake.params.cfg, snakemake.input.data, snakemake.output[0])
+stages.run_sgd(
+    snakemake.wildcards.regime,
+    snakemake.params.cfg,
+    snakemake.input.data,
+    snakemake.output[0],
+    checkpoint_path=snakemake.params.checkpoint,
+    checkpoint_every_steps=snakemake.resources.checkpoint_every_steps,
+    checkpoint_every_seconds=snakemake.resources.checkpoint_every_seconds,
+)

@@ -1,0 +1,56 @@
+"""The beyond-the-paper regimes run from config.yaml alone (`snakemake extensions`)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = Path(__file__).parent / "data" / "tiny_extensions.yaml"
+
+
+@pytest.fixture(scope="module")
+def ext_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ext")
+    shutil.copy(CONFIG, work / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2"]
+    proc = subprocess.run(cmd + ["extensions"], capture_output=True, text=True, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "results"
+
+
+def test_every_extension_regime_has_its_outputs(ext_run):
+    regimes = ["x_tanh", "x_weights", "x_gd", "x_sam"] + [
+        f"x_sweep__eta-{e}__sigma-{s}" for e in ("0p02", "0p05") for s in ("0p1", "0p2")
+    ]
+    for r in regimes:
+        for f in ("data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.csv"):
+            assert (ext_run / r / f).exists(), (r, f)
+        for kind in ("singular_values", "trajectory", "neuron_pca", "structure"):
+            assert (ext_run / "figures" / f"{r}_{kind}.png").stat().st_size > 1000
+    assert (ext_run / "figures" / "x_sweep_phase.png").stat().st_size > 1000
+    summary = pd.read_csv(ext_run / "summary_extensions.csv")
+    assert set(summary["regime"]) == set(regimes)
+
+
+def test_out_of_theory_activation_is_flagged(ext_run):
+    cmp_ = xr.open_dataset(ext_run / "x_tanh" / "comparison.nc")
+    assert cmp_.attrs["theorem2_applicable"] == 0 and "tanh" in cmp_.attrs["theorem2_reason"]
+    assert np.all(np.isnan(cmp_["z_dist_flow_end"])) and np.all(np.isnan(cmp_["tau_eps_theorem3_bound"]))
+    df = pd.read_csv(ext_run / "x_tanh" / "comparison.csv")
+    assert df["not_applicable_reason"].str.contains("Assumption 1 fails").all()
+
+
+def test_weighted_targets_and_algorithms(ext_run):
+    df = pd.read_csv(ext_run / "x_weights" / "comparison.csv")
+    assert (df["z_dist_flow_end"] <= 1e-6).all()  # the weighted Theorem 2 point
+    gd = xr.open_dataset(ext_run / "x_gd" / "sgd.nc")
+    assert gd.attrs["algorithm"] == "gd" and np.all(np.isnan(gd["tau"]))  # GD has no clock
+    sam = xr.open_dataset(ext_run / "x_sam" / "sgd.nc")
+    assert sam.attrs["algorithm"] == "one_sam"
+    np.testing.assert_allclose(sam["tau"], 0.05 * 0.1**2 * sam["step"] / 2)  # τ = ηρ²k/n
