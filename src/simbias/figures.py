@@ -163,7 +163,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     K = _meaningful_ranks(cfg)
     ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
     df_ = _long(_fill_end(fl["feature_sv"].values, sv_end), tau_f, "τ", range(2, K + 1), keep)
-    ds_["stage"], df_["stage"] = "SGD", "flow"
+    ds_["stage"], df_["stage"] = _algorithm(sgd), "flow"
     df = pd.concat([ds_, df_])
     df["value"] = np.maximum(df["value"], floor)
     sns.lineplot(
@@ -176,7 +176,12 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         errorbar=BAND,
         ax=ax,
     )
-    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)", xlabel="flow time τ (SGD: τ = η²σ²·step)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        ylabel="σ_k(Z) / σ_1(Z)",
+        xlabel=f"flow time τ ({_algorithm(sgd)}: {sgd.attrs.get('clock', 'tau = eta^2 sigma^2 step').split(' (')[0]})",
+    )
     ax.legend(fontsize=7, ncol=2)
     for a in axes:
         a.axvline(float(fl.attrs["tau_start"]), color="k", lw=0.8, ls=":")
