@@ -37,7 +37,7 @@ def test_numeric_text_is_coerced():
         ({"m": 2.5}, "regime 'r1', field 'm'"),
         ({"n": 0}, "regime 'r1', field 'n'"),
         ({"sigmaa": 0.1}, "did you mean 'sigma'?"),
-        ({"activation": {"name": "tanh"}}, "regime 'r1', field 'activation.name'"),
+        ({"activation": {"name": "relu"}}, "regime 'r1', field 'activation.name'"),
         ({"activation": {"nu": -1}}, "field 'activation.nu'"),
         ({"replicas": 0}, "field 'replicas'"),
         ({"sgd": {"steps": -5}}, "field 'sgd.steps'"),

@@ -16,6 +16,7 @@ rule compare:
         "logs/{regime}/compare.log",
     params:
         cfg=regime_cfg,
+        code=code_version("compare"),
     script:
         "../scripts/compare.py"
 

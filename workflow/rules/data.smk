@@ -5,5 +5,6 @@ rule make_data:
         "logs/{regime}/make_data.log",
     params:
         cfg=regime_data_cfg,
+        code=code_version("make_data"),
     script:
         "../scripts/make_data.py"

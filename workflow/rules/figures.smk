@@ -17,6 +17,7 @@ rule figure:
         "logs/{regime}/figure_{kind}.log",
     params:
         cfg=regime_cfg,
+        code=code_version("figure"),
     script:
         "../scripts/figure.py"
 
@@ -38,5 +39,6 @@ rule phase_diagram:
         "logs/sweeps/{base}_phase.log",
     params:
         cfgs=sweep_cfgs,
+        code=code_version("figure"),
     script:
         "../scripts/phase_diagram.py"

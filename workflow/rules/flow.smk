@@ -13,5 +13,6 @@ rule run_flow:
     threads: 4
     params:
         cfg=regime_cfg,
+        code=code_version("run_flow"),
     script:
         "../scripts/run_flow.py"
