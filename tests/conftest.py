@@ -23,3 +23,18 @@ def small_problem(rng):
     w = np.ones(m)
     theta = 0.4 * rng.standard_normal((3, m, d))
     return OddPower(k=1, nu=0.1), X, y, w, theta
+
+
+def problem_on_manifold():
+    """A small n ≤ d problem and a point θ0 on M (m, d, n = 4, 3, 2), for the clock tests."""
+    from simbias import flow
+
+    rng = np.random.default_rng(7)
+    act = OddPower(1, 0.1)
+    m, d, n = 4, 3, 2
+    X = rng.uniform(0, 1, (n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = rng.uniform(0, 1, n)
+    w = np.ones(m)
+    theta0 = flow.retract(act, 0.5 * rng.standard_normal((m, d)), X, y, w)[0]
+    return act, X, y, w, theta0

@@ -9,9 +9,9 @@ the test can tell a right clock from a wrong one.
 """
 
 import numpy as np
+from conftest import problem_on_manifold
 
 from simbias import flow, sgd
-from simbias.activations import OddPower
 
 ETA, SIGMA, R = 0.005, 1.0, 64
 
@@ -23,14 +23,7 @@ def discrepancies(tau, F_mean, F_se, flow_tau, flow_F, scale):
 
 
 def test_sgd_mean_sharpness_tracks_flow_on_tau_axis():
-    rng = np.random.default_rng(7)
-    act = OddPower(1, 0.1)
-    m, d, n = 4, 3, 2
-    X = rng.uniform(0, 1, (n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    y = rng.uniform(0, 1, n)
-    w = np.ones(m)
-    theta0 = flow.retract(act, 0.5 * rng.standard_normal((m, d)), X, y, w)[0]
+    act, X, y, w, theta0 = problem_on_manifold()
     fr = flow.run_flow(act, theta0, X, y, w, tol=1e-13, tau_max=8.0, records=40)
     ok = np.isfinite(fr.sharpness)
     flow_tau, flow_F = fr.tau[ok], fr.sharpness[ok]

@@ -7,23 +7,15 @@ must miss by more than 5%, so the test tells a right clock from a wrong one.
 """
 
 import numpy as np
+from conftest import problem_on_manifold
 
 from simbias import flow, model, sam
-from simbias.activations import OddPower
 
 ETA, RHO = 0.01, 0.1
 
 
 def setup():
-    rng = np.random.default_rng(7)
-    act = OddPower(1, 0.1)
-    m, d, n = 4, 3, 2
-    X = rng.uniform(0, 1, (n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    y = rng.uniform(0, 1, n)
-    w = np.ones(m)
-    theta0 = flow.retract(act, 0.5 * rng.standard_normal((m, d)), X, y, w)[0]
-    return act, X, y, w, theta0
+    return problem_on_manifold()
 
 
 def run_sam(act, X, y, w, theta0, steps, order="cyclic", R=1):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import model
-from .backend import to_numpy
 from .data import rng_for
 
 
@@ -52,15 +51,13 @@ def advance(
     """Run len(idx) 1-SAM steps (idx: (steps, R) sample indices); same freezing rule as SGD."""
     n = X.shape[0]
     eye = xp.eye(n, dtype=theta.dtype)
+    from .sgd import freeze_diverged
+
     for s in range(idx.shape[0]):
         onehot = eye[xp.asarray(idx[s])]  # (R, n)
         Z = model.preactivations(xp, theta, X)
         r = model.outputs(xp, act, Z, w) - y
-        bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
-        if bool(bad.any()):
-            b = to_numpy(bad)
-            diverged_step[b] = k0 + s
-            alive = alive & ~bad
+        alive = freeze_diverged(xp, r, alive, loss_bound, k0 + s, diverged_step)
         g = 2.0 * model.jt_vec(xp, act, Z, X, w, onehot * r)
         gn = model.norm(xp, g)
         scale = xp.where(gn > 0, rho / xp.where(gn > 0, gn, 1.0), 0.0)

@@ -312,12 +312,19 @@ def advance(xp, act, theta, X, y, w, eta: float, zeta, alive, loss_bound: float,
     for s in range(zeta.shape[0]):
         Z = model.preactivations(xp, theta, X)
         r = model.outputs(xp, act, Z, w) - y
-        bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
-        if bool(bad.any()):
-            idx = to_numpy(bad)
-            diverged_step[idx] = k0 + s
-            alive = alive & ~bad
-            log.warning("%d replica(s) diverged at step %d", int(idx.sum()), k0 + s)
+        alive = freeze_diverged(xp, r, alive, loss_bound, k0 + s, diverged_step)
         g = model.jt_vec(xp, act, Z, X, w, r + zeta[s])
         theta = xp.where(alive[:, None, None], theta - (2.0 * eta) * g, theta)
     return theta, alive
+
+
+def freeze_diverged(xp, r, alive, loss_bound: float, k: int, diverged_step):
+    """The divergence rule: a replica whose loss Σ r² is non-finite or above ``loss_bound``
+    before step k is frozen from step k on (``diverged_step`` records k). Returns the new mask."""
+    bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
+    if bool(bad.any()):
+        idx = to_numpy(bad)
+        diverged_step[idx] = k
+        log.warning("%d replica(s) diverged at step %d", int(idx.sum()), k)
+        alive = alive & ~bad
+    return alive
