@@ -96,7 +96,7 @@ def test_tiny_config_runs_to_completion_through_slurm(tmp_path):
         "run_flow": 2,
         "compare": 2,
         "summary": 1,
-        "figure": 6,
+        "figure": 8,  # 2 regimes x 4 figure kinds
     }, submitted
 
     # the profile's per-rule resources reached SLURM (finished jobs stay visible for MinJobAge)
@@ -116,7 +116,7 @@ def test_tiny_config_runs_to_completion_through_slurm(tmp_path):
     for regime in ("tiny_a", "tiny_b"):
         for fname in ("data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.csv"):
             assert (res / regime / fname).stat().st_size > 0, (regime, fname)
-        for kind in ("singular_values", "trajectory", "neuron_pca"):
+        for kind in ("singular_values", "trajectory", "neuron_pca", "structure"):
             for ext in ("png", "pdf"):
                 assert (res / "figures" / f"{regime}_{kind}.{ext}").stat().st_size > 1000
     summary = (res / "summary.csv").read_text()
