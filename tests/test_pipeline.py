@@ -1,5 +1,6 @@
 """End to end: the tiny config through Snakemake, the output contract, rerun scope, bad input."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -140,3 +141,29 @@ def test_bad_config_is_refused_before_anything_is_written(tiny_run, tmp_path):
     assert proc.returncode != 0
     assert "regime 'tiny_b', field 'sigma'" in proc.stderr + proc.stdout
     assert not (work / "results").exists()
+
+
+def test_configfile_adds_and_merges_regimes(tiny_run, tmp_path):
+    """`--configfile extra.yaml` adds its regimes to config.yaml's and overrides only the fields it gives."""
+    work = tmp_path / "extra"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    extra = {
+        "regimes": {
+            "tiny_b": {"sigma": 0.1},  # known regime: only sigma changes, m, d, n, ... stay
+            "tiny_c": {"m": 3, "d": 3, "n": 2, "eta": 0.05, "sigma": 0.2, "replicas": 2},
+        }
+    }
+    (work / "extra.yaml").write_text(yaml.safe_dump(extra))
+    proc = smk(work, "-n", "--configfile", "extra.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert set(re.findall(r"regime=(\w+)", out)) == {"tiny_b", "tiny_c"}, out
+    proc = smk(work, "results/tiny_b/sgd.nc", "--configfile", "extra.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with xr.open_dataset(work / "results" / "tiny_b" / "sgd.nc") as sgd:
+        cfg = json.loads(sgd.attrs["config_json"])
+    assert (cfg["sigma"], cfg["m"], cfg["d"], cfg["n"], cfg["replicas"]) == (0.1, 4, 2, 3, 2)
+    # a bad field in the extra file is refused like one in config.yaml, before anything runs
+    (work / "bad.yaml").write_text(yaml.safe_dump({"regimes": {"tiny_c": {"sigmaa": 1}}}))
+    proc = smk(work, "-n", "--configfile", "bad.yaml")
+    assert proc.returncode != 0 and "regime 'tiny_c', field 'sigmaa'" in proc.stderr + proc.stdout

@@ -64,7 +64,7 @@ def test_diverging_replicas_are_isolated_and_counted(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.loc[0, "sgd_diverged"] == div.sum() and summary.loc[0, "replicas"] == div.size
     _, note = figures._kept(s)  # the figure titles say how many were left out
-    assert f"{div.sum()} diverged, left out" in note
+    assert f"{(~div).sum()} of {div.size} replicas ({div.sum()} diverged, left out)" in note
 
 
 def test_every_replica_diverging_fails_with_an_honest_stable_eta(tmp_path):

@@ -134,7 +134,7 @@ class SGDCheckpoint:
             return None
         if meta.get("key") != self._key:
             log.warning(
-                "checkpoint %s was written for another config, input or code version; "
+                "checkpoint %s was written for another config, input, code version or CPU kernel; "
                 "starting from step 0 (it is removed)",
                 self.path,
             )

@@ -27,8 +27,9 @@ def _header(regime: str, cfg: dict) -> str:
 def _kept(sgd) -> tuple[np.ndarray, str]:
     keep = ~sgd["diverged"].values.astype(bool)
     R = keep.size
-    note = f"{keep.sum()} replicas" + (f" ({R - keep.sum()} diverged, left out)" if keep.sum() < R else "")
-    return keep, note
+    if keep.all():
+        return keep, f"{R} replicas"
+    return keep, f"{keep.sum()} of {R} replicas ({R - keep.sum()} diverged, left out)"
 
 
 def _meaningful_ranks(cfg: dict) -> int:
@@ -285,7 +286,16 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
     axes[0].set_ylabel(f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)")
     axes[1].set_ylabel(f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)")
     axes[1].set_xlabel("flow time τ")
-    fig.suptitle(f"{_header(regime, cfg)}\n{note}: median and 10–90% band over replicas", fontsize=9)
+    t_switch = float(cmp_["sgd_tau"].values[-1])
+    for ax in axes:
+        ax.axvline(t_switch, color="k", lw=0.8, ls=":")
+    axes[0].text(t_switch, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    fig.suptitle(
+        f"{_header(regime, cfg)}\n{note}: median and 10–90% band over replicas\n"
+        "(the flow starts from SGD's last iterate retracted onto M, which moves Z by about √loss:"
+        " counts can jump there)",
+        fontsize=9,
+    )
     _save(fig, png, pdf)
 
 

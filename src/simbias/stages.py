@@ -562,8 +562,8 @@ def summarize(csv_paths: list[str], out: str) -> None:
                 "not_applicable_reason": df["not_applicable_reason"].fillna("").iloc[0],
             }
         )
-    with storage.atomic_path(out) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with storage.atomic_path(out) as tmp:  # medians to 6 significant digits: comparison.nc has them all
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
 
 
 def _count_or_na(col: pd.Series):

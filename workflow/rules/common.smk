@@ -15,13 +15,29 @@ from simbias.config import (
 
 
 def _raw_config():
-    """config.yaml through a safe YAML loader (not Snakemake's configfile:), --config on top."""
-    # with --configfile FILE, Snakemake has read that file already
-    if workflow.overwrite_configfiles:
-        return dict(config)
-    raw = read_config_yaml("config.yaml")
-    if isinstance(raw, dict):
-        update_config(raw, config)  # --config KEY=VALUE overrides
+    """config.yaml, then each --configfile merged on top, then --config KEY=VALUE.
+
+    Every file goes through the safe YAML loader (not Snakemake's configfile:). An extra
+    file's regimes merge with config.yaml's: a new name adds a regime, a known name
+    overrides only the fields it gives. --replace-workflow-config drops config.yaml.
+    """
+    extras = list(workflow.overwrite_configfiles)
+    settings = workflow.config_settings
+    base = Path("config.yaml")
+    keep_base = not settings.replace_workflow_config and (base.exists() or not extras)
+    raw = read_config_yaml(base) if keep_base else {}
+    if not isinstance(raw, dict):
+        return raw  # validate_config names the problem
+    for extra in extras:
+        if Path(extra).resolve() == base.resolve():
+            continue
+        more = read_config_yaml(extra)
+        if not isinstance(more, dict):
+            raise ConfigError(
+                f"{extra}: the top level must be a mapping (regimes: ...)"
+            )
+        update_config(raw, more)
+    update_config(raw, dict(settings.config))  # --config KEY=VALUE overrides
     return raw
 
 
