@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import yaml
 
 from simbias import storage
 
@@ -224,7 +225,15 @@ def test_xarray_example_is_five_lines_and_runs(tiny, tmp_path):
 # --------------------------------------------------------------------------- the report
 
 
-def test_report_holds_every_figure_table_and_config(tiny):
+def test_report_holds_every_figure_table_and_config(tiny, tmp_path):
+    # a regime behind the extensions target (not in this report), with a sweep-style name:
+    # the regime table must list it without a dangling link to a category the report lacks
+    work = tmp_path / "w"
+    shutil.copytree(tiny, work, symlinks=True)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["regimes"]["later__eta-0p1"] = {**cfg["regimes"]["tiny_a"], "target": "extensions"}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    tiny = work
     report = tiny / "report.html"
     proc = subprocess.run(
         [
@@ -250,4 +259,4 @@ def test_report_holds_every_figure_table_and_config(tiny):
             assert f"{regime}_{kind}.png" in html
     assert html.count("Resolved configuration of this regime") == len(REGIMES)
     assert "median_z_dist_flow_end" in html  # summary.csv rendered as a table in its caption
-    assert "Regimes in this run" in html
+    assert "Regimes in this run" in html and "later__eta-0p1" in html

@@ -328,14 +328,21 @@ def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], 
     )
     fig, axs = plt.subplots(1, 3, figsize=(16, 4.5))
     cols = ["effective rank at SGD's end (median)", "effective rank at the flow's end (median)", "gap"]
-    for ax, col, fmt in zip(axs, cols, [".1f", ".1f", ".4g"], strict=True):
+    for ax, col, fmt in zip(axs, cols, [".1f", ".1f", ".6g"], strict=True):
+        title = col if col != "gap" else gap_label
         if yk is None:
             sns.barplot(data=table, x=xk, y=col, ax=ax)
         else:
             grid = table.pivot_table(index=yk, columns=xk, values=col)
-            sns.heatmap(grid, annot=True, fmt=fmt, ax=ax, cmap="viridis", cbar=False)
+            lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
+            scale = max(abs(lo), abs(hi), 1e-300)
+            if hi - lo <= 1e-6 * scale:  # equal up to round-off: one colour, not amplified noise
+                same = "the same at every grid point" if hi == lo else "equal across the grid to 1e-6"
+                lo, hi = lo - scale, hi + scale
+                title += f"\n({same})"
+            sns.heatmap(grid, annot=True, fmt=fmt, ax=ax, cmap="viridis", cbar=False, vmin=lo, vmax=hi)
             ax.invert_yaxis()
-        ax.set_title(col if col != "gap" else gap_label, fontsize=10)
+        ax.set_title(title, fontsize=10)
     note = f"; {int(table['diverged'].sum())} diverged replicas left out" if table["diverged"].sum() else ""
     fig.suptitle(f"sweep {base}: {len(table)} grid points over {', '.join(axes_keys)}{note}", fontsize=10)
     _save(fig, png, pdf)

@@ -41,6 +41,11 @@ use rule summary as summary_extensions with:
     input:
         expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["extensions"]),
     output:
-        f"{RESULTS}/summary_extensions.csv",
+        report(
+            f"{RESULTS}/summary_extensions.csv",
+            caption="../report/summary.rst",
+            category="summary",
+            labels={"table": "summary (extension regimes)"},
+        ),
     log:
         "logs/summary_extensions.log",
