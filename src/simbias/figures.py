@@ -32,6 +32,13 @@ def _kept(sgd) -> tuple[np.ndarray, str]:
     return keep, f"{keep.sum()} of {R} replicas ({R - keep.sum()} diverged, left out)"
 
 
+def _mark_handover(axes, tau: float) -> None:
+    """A dotted vertical line on every panel where SGD hands over to the flow."""
+    for ax in axes:
+        ax.axvline(tau, color="k", lw=0.8, ls=":")
+    axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+
+
 def _meaningful_ranks(cfg: dict) -> int:
     """Z = ΘXᵀ has rank ≤ min(m, n, d): singular values past that are exactly 0."""
     return min(cfg["m"], cfg["n"], cfg["d"])
@@ -184,9 +191,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         xlabel=f"flow time τ ({_algorithm(sgd)}: {sgd.attrs.get('clock', 'tau = eta^2 sigma^2 step').split(' (')[0]})",
     )
     ax.legend(fontsize=7, ncol=2)
-    for a in axes:
-        a.axvline(float(fl.attrs["tau_start"]), color="k", lw=0.8, ls=":")
-    axes[0].text(float(fl.attrs["tau_start"]), axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    _mark_handover(axes, float(fl.attrs["tau_start"]))
     caveat = ""
     if not int(cmp_.attrs.get("theorem2_applicable", 1)):
         caveat = f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
@@ -286,10 +291,7 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
     axes[0].set_ylabel(f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)")
     axes[1].set_ylabel(f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)")
     axes[1].set_xlabel("flow time τ")
-    t_switch = float(cmp_["sgd_tau"].values[-1])
-    for ax in axes:
-        ax.axvline(t_switch, color="k", lw=0.8, ls=":")
-    axes[0].text(t_switch, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    _mark_handover(axes, float(cmp_["sgd_tau"].values[-1]))
     fig.suptitle(
         f"{_header(regime, cfg)}\n{note}: median and 10–90% band over replicas\n"
         "(the flow starts from SGD's last iterate retracted onto M, which moves Z by about √loss:"
