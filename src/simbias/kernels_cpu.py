@@ -47,6 +47,27 @@ _LANE_MAX_MD_MN = 4096
 BLAS_MIN = 1024
 
 
+@numba.njit(inline="always")
+def _phi_terms(z, half, pf, nu):
+    """φ(z) and φ'(z) for φ = z^p + νz, p = 2·half + 1, as z·z^(p-1) + νz and p·z^(p-1) + ν."""
+    z2 = z * z
+    zq = z2
+    for _ in range(half - 1):
+        zq *= z2  # z^(p-1)
+    return z * zq + nu * z, pf * zq + nu
+
+
+@numba.njit(inline="always")
+def _residuals(f, y, zeta, r, s, lam):
+    """λ = f − y + ζ (into lam); returns L = Σ (f − y)²."""
+    loss = 0.0
+    for i in range(f.shape[0]):
+        res = f[i] - y[i]
+        loss += res * res
+        lam[i] = res + zeta[r, s, i]
+    return loss
+
+
 @numba.njit(cache=True, nogil=True)
 def _replica_steps(th, X, XT, y, w, two_eta, zeta, r, loss_bound, half, pf, nu, zero, Z, D, f, lam, g):
     """Run zeta.shape[1] steps on one replica's θ (m, d), in place; ζ is (R, steps, n).
@@ -77,19 +98,11 @@ def _replica_steps(th, X, XT, y, w, two_eta, zeta, r, loss_bound, half, pf, nu, 
                         Z[j, i] += t * XT[k, i]
             wj = w[j]
             for i in range(n):
-                z = Z[j, i]
-                z2 = z * z
-                zq = z2
-                for _ in range(half - 1):
-                    zq *= z2  # z^(p-1)
-                f[i] += wj * (z * zq + nu * z)
-                D[j, i] = wj * (pf * zq + nu)
+                phi, dphi = _phi_terms(Z[j, i], half, pf, nu)
+                f[i] += wj * phi
+                D[j, i] = wj * dphi
         # λ = f − y + ζ; stop before the step if L = Σ (f − y)² is not ≤ the bound (NaN too)
-        loss = 0.0
-        for i in range(n):
-            res = f[i] - y[i]
-            loss += res * res
-            lam[i] = res + zeta[r, s, i]
+        loss = _residuals(f, y, zeta, r, s, lam)
         if not (loss <= loss_bound):
             return s
         # θ_j ← θ_j − 2η Σ_i (D_ji λ_i) x_i
@@ -124,18 +137,10 @@ def _replica_steps_blas(th, X, XT, y, w, two_eta, zeta, r, loss_bound, half, pf,
         for j in range(m):
             wj = w[j]
             for i in range(n):
-                z = Z[j, i]
-                z2 = z * z
-                zq = z2
-                for _ in range(half - 1):
-                    zq *= z2
-                f[i] += wj * (z * zq + nu * z)
-                D[j, i] = wj * (pf * zq + nu)
-        loss = 0.0
-        for i in range(n):
-            res = f[i] - y[i]
-            loss += res * res
-            lam[i] = res + zeta[r, s, i]
+                phi, dphi = _phi_terms(Z[j, i], half, pf, nu)
+                f[i] += wj * phi
+                D[j, i] = wj * dphi
+        loss = _residuals(f, y, zeta, r, s, lam)
         if not (loss <= loss_bound):
             return s
         for j in range(m):
