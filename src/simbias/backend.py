@@ -11,14 +11,19 @@ log = logging.getLogger(__name__)
 
 
 def cupy_usable() -> tuple[bool, str]:
-    """Whether CuPy imports and sees at least one CUDA device, with the reason if not."""
-    try:
-        import cupy  # noqa: F401
+    """Whether CuPy imports and ``cupy.cuda.is_available()`` (a usable CUDA device), with the reason if not.
 
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # ImportError, CUDARuntimeError, ...
+    Without a GPU ``is_available()`` returns False cleanly, where ``getDeviceCount()`` raises.
+    """
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, a broken CUDA install, ...
+        return False, f"CuPy not importable ({type(exc).__name__}: {exc}); install the gpu extra"
+    try:
+        ok = bool(cupy.cuda.is_available())
+    except Exception as exc:  # pragma: no cover - is_available is documented not to raise
         return False, f"{type(exc).__name__}: {exc}"
-    return (n > 0), ("ok" if n > 0 else "no CUDA device")
+    return ok, ("ok" if ok else "CuPy sees no usable CUDA device")
 
 
 def get_backend(name: str) -> tuple[ModuleType, str]:
@@ -30,11 +35,11 @@ def get_backend(name: str) -> tuple[ModuleType, str]:
         if ok:
             import cupy
 
-            log.info("backend %s: using cupy", name)
+            log.info("backend %s: using cupy (CUDA kernels, simbias.gpu)", name)
             return cupy, "cupy"
         if name == "cupy":
             raise RuntimeError(f"backend 'cupy' requested but no usable GPU ({why})")
-        log.info("backend auto: no usable GPU (%s), using numpy", why)
+        log.info("backend auto: no usable GPU (%s), using numpy (the CPU fast path)", why)
         return np, "numpy"
     raise ValueError(f"unknown backend {name!r} (auto | numpy | cupy)")
 

@@ -2,8 +2,8 @@
 
 A checkpoint holds everything the SGD loop needs to go on exactly as if it had
 never stopped: the step, θ, the alive mask, the divergence steps, the records so
-far and the position of every replica's random stream (``bit_generator.state``).
-It is one ``.npz`` file (no pickles), written to a temporary file in the same
+far. The random streams need no state: label noise and sample orders are pure
+functions of (seed, replica, step) (``docs/noise_stream.md``). It is one ``.npz`` file (no pickles), written to a temporary file in the same
 folder, flushed to disk and renamed into place, so a kill at any moment leaves
 either the previous checkpoint or the new one, never a torn file.
 
@@ -33,7 +33,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no random-stream states (counter-based noise)
 
 
 def fingerprint(**parts: Any) -> str:
@@ -76,11 +76,10 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 
 @dataclass
 class State:
-    """What ``load`` gives back: the step, the arrays and the random-stream states."""
+    """What ``load`` gives back: the step and the arrays."""
 
     step: int
     arrays: dict[str, np.ndarray]
-    rng_states: list[dict]
     saved_at: str
 
 
@@ -126,8 +125,7 @@ class SGDCheckpoint:
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k not in ("meta", "rng_states")}
-                rng = json.loads(str(z["rng_states"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
         except Exception as exc:  # unreadable: never trust it
             log.warning("checkpoint %s is unreadable (%s); starting from step 0", self.path, exc)
             self.clear()
@@ -144,7 +142,7 @@ class SGDCheckpoint:
         log.info(
             "resuming from checkpoint %s at step %d (saved %s)", self.path, meta["step"], meta["saved_at"]
         )
-        return State(int(meta["step"]), arrays, rng, meta["saved_at"])
+        return State(int(meta["step"]), arrays, meta["saved_at"])
 
     def next_step(self, k: int) -> int | None:
         """The next step after ``k`` at which a step-based checkpoint falls (None: time only)."""
@@ -157,7 +155,7 @@ class SGDCheckpoint:
         by_time = self.every_seconds > 0 and self.clock() - self._last >= self.every_seconds
         return by_steps or by_time
 
-    def save(self, k: int, arrays: dict[str, np.ndarray], rng_states: list[dict]) -> None:
+    def save(self, k: int, arrays: dict[str, np.ndarray]) -> None:
         if self._key is None:
             raise RuntimeError("SGDCheckpoint.save before bind")
         meta = {
@@ -169,7 +167,6 @@ class SGDCheckpoint:
         }
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload["meta"] = np.array(json.dumps(meta))
-        payload["rng_states"] = np.array(json.dumps(rng_states))
         atomic_write(self.path, lambda fh: np.savez(fh, **payload))
         self.saves += 1
         self._last = self.clock()

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import model
-from .data import rng_for
+from . import model, noise
 
 
 def tau_of_step(step, eta: float, rho: float, n: int):
@@ -30,19 +29,42 @@ def tau_of_step(step, eta: float, rho: float, n: int):
     return eta * rho**2 * np.asarray(step, dtype=float) / n
 
 
-class SampleOrder:
-    """Which sample each replica uses at each step: 'random' (stream (seed, 2, r)) or 'cyclic'."""
+SAMPLE_WORD = 0x80000000  # counter word 0 of the sample-order stream (label noise uses words < 2³¹)
 
-    def __init__(self, order: str, seed: int, replicas: int, n: int):
-        self.order, self.n, self.R = order, n, replicas
-        self.gens = [rng_for(seed, 2, r) for r in range(replicas)] if order == "random" else []
+
+class SampleOrder:
+    """Which sample each replica uses at each step: 'random' or 'cyclic' (i = k mod n).
+
+    'random': sample of step k of replica r is floor(n u), u the first uniform of
+    Philox block (2³¹, k mod 2³², k // 2³², r) under the seed's key
+    (``docs/noise_stream.md``): counter-based like the label noise, so it needs no state.
+    """
+
+    def __init__(self, order: str, seed: int, replicas, n: int):
+        self.order, self.n, self.seed = order, n, seed
+        self.replicas = (
+            np.arange(replicas) if np.ndim(replicas) == 0 else np.asarray(replicas, dtype=np.int64)
+        )
 
     def draw(self, k0: int, steps: int) -> np.ndarray:
         """Sample indices of shape (steps, R) for steps k0 .. k0 + steps − 1."""
+        R = len(self.replicas)
         if self.order == "cyclic":
             idx = (k0 + np.arange(steps)) % self.n
-            return np.repeat(idx[:, None], self.R, axis=1)
-        return np.stack([g.integers(0, self.n, steps) for g in self.gens], axis=1)
+            return np.repeat(idx[:, None], R, axis=1)
+        lo, hi = noise.seed_key(self.seed)
+        k = np.arange(k0, k0 + steps, dtype=np.uint64)[:, None]
+        x = noise.philox4x32(
+            np,
+            np.uint32(SAMPLE_WORD),
+            (k & np.uint64(noise.MASK32)).astype(np.uint32),
+            (k >> np.uint64(32)).astype(np.uint32),
+            self.replicas.astype(np.uint32)[None, :],
+            np.uint32(lo),
+            np.uint32(hi),
+        )
+        u = noise.uniform53(np, x[0], x[1])
+        return np.minimum((u * self.n).astype(np.int64), self.n - 1)
 
 
 def advance(
@@ -57,7 +79,7 @@ def advance(
         onehot = eye[xp.asarray(idx[s])]  # (R, n)
         Z = model.preactivations(xp, theta, X)
         r = model.outputs(xp, act, Z, w) - y
-        alive = freeze_diverged(xp, r, alive, loss_bound, k0 + s, diverged_step)
+        alive = freeze_diverged(xp, xp.sum(r * r, axis=-1), alive, loss_bound, k0 + s, diverged_step)
         g = 2.0 * model.jt_vec(xp, act, Z, X, w, onehot * r)
         gn = model.norm(xp, g)
         scale = xp.where(gn > 0, rho / xp.where(gn > 0, gn, 1.0), 0.0)

@@ -1,7 +1,9 @@
-"""Label-noise SGD, batched over replicas (DESIGN.md §1; paper eq. 3's discrete origin).
+"""Label-noise SGD, batched over replicas (the discrete origin of the paper's eq. 3).
 
 θ ← θ − η ∇_θ Σ_i (f_i(θ) − y_i + ζ_i)²,  ζ_i ~ N(0, σ²) fresh every step,
-i.e. θ ← θ − 2η Jᵀ(f − y + ζ). Step k sits at flow time τ = η²σ²k.
+i.e. θ ← θ − 2η Jᵀ(f − y + ζ). Step k sits at flow time τ = η²σ²k. The noise ζ_i of
+step k of replica r is σ times normal i of the counter-based stream (seed, r, k)
+(:mod:`simbias.noise`, ``docs/noise_stream.md``), the same on every backend.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from . import model
+from . import model, noise
 from .backend import to_numpy
-from .data import rng_for
 
 log = logging.getLogger(__name__)
 
 
 def tau_of_step(step, eta: float, sigma: float):
-    """The SGD-to-flow clock τ = η²σ²k (Li, Wang & Arora 2021; DESIGN.md §1)."""
+    """The SGD-to-flow clock τ = η²σ²k (Li, Wang & Arora 2021)."""
     return eta**2 * sigma**2 * np.asarray(step, dtype=float)
 
 
@@ -35,30 +36,6 @@ def record_schedule(steps: int, log_points: int, linear_points: int) -> np.ndarr
     if linear_points > 0:
         pts.update(np.round(np.linspace(0, steps, linear_points)).astype(int))
     return np.array(sorted(p for p in pts if 0 <= p <= steps), dtype=np.int64)
-
-
-class NoiseStreams:
-    """Per-replica Gaussian label-noise streams: replica r draws from stream (seed, r).
-
-    Draws are consumed n per step in order, so a replica's noise does not depend
-    on how many replicas run beside it or on the chunk size.
-    """
-
-    def __init__(self, seed: int, replicas: int, n: int):
-        self.n = n
-        self.gens = [rng_for(seed, 1, r) for r in range(replicas)]
-
-    def draw(self, steps: int) -> np.ndarray:
-        """Standard normals of shape (steps, R, n).
-
-        Each replica's draws fill its slab of an (R, steps, n) buffer, returned as a
-        transposed view: the same values as stacking, without the copy, and laid out
-        per replica as the compiled CPU kernel reads them.
-        """
-        out = np.empty((len(self.gens), steps, self.n))
-        for g, slab in zip(self.gens, out, strict=True):
-            g.standard_normal(out=slab)
-        return out.transpose(1, 0, 2)
 
 
 @dataclass
@@ -119,27 +96,29 @@ def label_noise_sgd(
     """
     R, m, d = theta0.shape
     n = X.shape[0]
+    replicas = np.arange(R, dtype=np.int64)
     if sam_rho is None:
-        seg, kernel = select_advance(xp, act, dtype, cpu_kernel)
-        noise = NoiseStreams(seed, R, n)
+        seg, kernel = select_advance(xp, act, dtype, cpu_kernel, shape=(m, d, n))
 
-        def draw(k0: int, c: int):
-            return xp.asarray(sigma * noise.draw(c), dtype=dtype)
+        def run_segment(th, al, k0: int, c: int):
+            return seg(
+                xp, act, th, Xd, yd, wd, eta, sigma, seed, replicas, k0, c, al, loss_bound, diverged_step
+            )
 
         clock = lambda k: tau_of_step(k, eta, sigma)  # noqa: E731
     else:
         from . import sam
 
-        noise = sam.SampleOrder(sam_order, seed, R, n)
+        order = sam.SampleOrder(sam_order, seed, replicas, n)
         kernel = f"numpy-1sam-{sam_order}"
 
-        def seg(xp_, act_, th, X_, y_, w_, eta_, idx, alive_, lb, k0, ds):
-            return sam.advance(xp_, act_, th, X_, y_, w_, eta_, sam_rho, idx, alive_, lb, k0, ds)
-
-        def draw(k0: int, c: int):
-            return noise.draw(k0, c)
+        def run_segment(th, al, k0: int, c: int):
+            idx = order.draw(k0, c)
+            return sam.advance(xp, act, th, Xd, yd, wd, eta, sam_rho, idx, al, loss_bound, k0, diverged_step)
 
         clock = lambda k: sam.tau_of_step(k, eta, sam_rho, n)  # noqa: E731
+    if kernel.startswith("cupy"):
+        chunk = max(chunk, GPU_CHUNK)  # one launch per segment: state stays on the GPU
     log.info("segment function %s", kernel)
     Xd, yd, wd = (xp.asarray(a, dtype=dtype) for a in (X, y, w))
     theta = xp.asarray(theta0, dtype=dtype)
@@ -217,8 +196,6 @@ def label_noise_sgd(
             ("out_wsv", out_wsv),
         ):
             arr[...] = state.arrays[name]
-        for g, st in zip(noise.gens, state.rng_states, strict=True):
-            g.bit_generator.state = st
     elif 0 in rec:
         record(0, theta, np.ones(R, dtype=bool))
     k_start = k
@@ -230,8 +207,7 @@ def label_noise_sgd(
         if checkpoint is not None and (c := checkpoint.next_step(k)) is not None:
             nxt = min(nxt, c)
         end = min(k + chunk, nxt)
-        zeta = draw(k, end - k)
-        theta, alive = seg(xp, act, theta, Xd, yd, wd, eta, zeta, alive, loss_bound, k, diverged_step)
+        theta, alive = run_segment(theta, alive, k, end - k)
         k = end
         alive_np = to_numpy(alive)
         if k in rec:
@@ -240,7 +216,7 @@ def label_noise_sgd(
             log.warning("every replica diverged by step %d of %d: stopping early", k, steps)
             break
         if checkpoint is not None and k < steps and checkpoint.due(k):
-            checkpoint.save(k, snapshot(), [g.bit_generator.state for g in noise.gens])
+            checkpoint.save(k, snapshot())
         now = time.monotonic()
         if progress is not None and (now - last >= progress_seconds or k == steps):
             last = now
@@ -265,28 +241,47 @@ def label_noise_sgd(
 
 
 CPU_KERNELS = ("auto", "numba", "numpy")
+GPU_CHUNK = 1 << 16  # steps per GPU launch at most (segments still end at record and checkpoint steps)
 
 
-def select_advance(xp, act, dtype: str, cpu_kernel: str = "auto") -> tuple[Callable, str]:
+def select_advance(
+    xp,
+    act,
+    dtype: str,
+    cpu_kernel: str = "auto",
+    shape: tuple[int, int, int] | None = None,
+    gpu_fast: bool = False,
+) -> tuple[Callable, str]:
     """The segment function for this array module and activation, and its name.
 
-    The compiled CPU kernel (:mod:`simbias.kernels_cpu`) runs when ``xp`` is
-    NumPy, the activation is the OddPower family and numba imports; otherwise the
-    reference :func:`advance`. ``cpu_kernel="numpy"`` pins the reference,
-    ``"numba"`` fails rather than fall back. With ``"auto"``, the environment
-    variable ``SIMBIAS_CPU_KERNEL`` (same choices) overrides, so a whole pipeline
-    run can be pinned to the reference without a config change.
+    With CuPy arrays and the OddPower family: the CUDA kernels (:mod:`simbias.gpu`;
+    ``shape`` = (m, d, n) names the one chosen, ``gpu_fast`` its fast mode). With NumPy,
+    the compiled CPU kernel (:mod:`simbias.kernels_cpu`) when the activation is the
+    OddPower family and numba imports; otherwise the reference :func:`advance`.
+    ``cpu_kernel="numpy"`` pins the reference, ``"numba"`` fails rather than fall back.
+    With ``"auto"``, the environment variable ``SIMBIAS_CPU_KERNEL`` (same choices)
+    overrides, so a whole pipeline run can be pinned to the reference without a config change.
     """
     if cpu_kernel == "auto":
         cpu_kernel = os.environ.get("SIMBIAS_CPU_KERNEL", "").strip() or "auto"
     if cpu_kernel not in CPU_KERNELS:
         raise ValueError(f"unknown cpu_kernel {cpu_kernel!r} ({' | '.join(CPU_KERNELS)})")
+    odd_power = getattr(act, "name", "") == "odd_power" and getattr(act, "p", 0) >= 3
+    floating = np.dtype(dtype) in (np.float32, np.float64)
+    if getattr(xp, "__name__", "") == "cupy" and odd_power and floating:
+        from . import gpu
+
+        def seg(*a, **k):
+            return gpu.advance(*a, fast=gpu_fast, **k)
+
+        name = gpu.kernel_name(*shape, str(np.dtype(dtype)), gpu_fast) if shape else "cupy"
+        return seg, name
     if cpu_kernel == "numpy":
         return advance, "numpy"
     why = ""
     if xp is not np:
         why = f"array module {getattr(xp, '__name__', xp)} is not numpy"
-    elif np.dtype(dtype) not in (np.float32, np.float64):
+    elif not floating:
         why = f"dtype {dtype} is not float32/float64"
     else:
         try:
@@ -302,26 +297,79 @@ def select_advance(xp, act, dtype: str, cpu_kernel: str = "auto") -> tuple[Calla
     return advance, "numpy"
 
 
-def advance(xp, act, theta, X, y, w, eta: float, zeta, alive, loss_bound: float, k0: int, diverged_step):
-    """Run len(zeta) label-noise SGD steps from step k0: θ ← θ − 2η Jᵀ(f − y + ζ).
+def activation_terms(xp, act, Z):
+    """φ(Z) and φ'(Z) as the SGD step computes them.
 
-    The reference implementation (any array module). A replica whose loss is
-    non-finite or above ``loss_bound`` before a step is frozen from that step on;
-    ``diverged_step`` (host array) records the step. Returns (θ, alive).
+    For the OddPower family φ = z^p + νz: z·z^(p−1) + νz and p·z^(p−1) + ν with
+    z^(p−1) = (z·z)^((p−1)/2) by repeated products (what the compiled kernels do, so
+    the reference and they round alike); other activations: ``act.phi``, ``act.d1``.
     """
-    for s in range(zeta.shape[0]):
-        Z = model.preactivations(xp, theta, X)
-        r = model.outputs(xp, act, Z, w) - y
-        alive = freeze_diverged(xp, r, alive, loss_bound, k0 + s, diverged_step)
-        g = model.jt_vec(xp, act, Z, X, w, r + zeta[s])
-        theta = xp.where(alive[:, None, None], theta - (2.0 * eta) * g, theta)
+    from .activations import OddPower
+
+    if not isinstance(act, OddPower):
+        return act.phi(Z), act.d1(Z)
+    t = Z.dtype.type
+    z2 = Z * Z
+    zq = z2
+    for _ in range((act.p - 1) // 2 - 1):
+        zq = zq * z2
+    return Z * zq + t(act.nu) * Z, t(act.p) * zq + t(act.nu)
+
+
+NOISE_BLOCK = 1 << 18  # normals generated at once by the reference (memory bound of a segment)
+
+
+# fmt: off
+def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replicas, k0: int, steps: int,
+            alive, loss_bound: float, diverged_step):
+    # fmt: on
+    """Run ``steps`` label-noise SGD steps from step k0: θ ← θ − 2η Jᵀ(f − y + ζ).
+
+    The reference implementation (any array module), vectorised over replicas, with
+    every sum taken in a fixed order (Z over features, f over neurons, L and Jᵀλ over
+    samples) so the compiled kernels reproduce it bit for bit. Replica b's noise is
+    ζ = σ z from stream ``replicas[b]`` of :func:`simbias.noise.normals` (nothing is
+    drawn at σ = 0). A replica whose loss is non-finite or above ``loss_bound`` before
+    a step is frozen from that step on; ``diverged_step`` (host array) records the
+    step. Returns (θ, alive).
+    """
+    R, m, d = theta.shape
+    n = X.shape[0]
+    dt = theta.dtype
+    two_eta = dt.type(2.0 * eta)
+    block = max(1, NOISE_BLOCK // max(1, R * n))
+    zeta = None
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging replica overflows: it is frozen
+        for s in range(steps):
+            if sigma != 0 and s % block == 0:
+                z = noise.normals(xp, seed, replicas, k0 + s, min(block, steps - s), n)
+                zeta = (sigma * z).astype(dt)
+            Z = theta[:, :, 0, None] * X[:, 0]  # z_ji = Σ_k θ_jk x_ik, k in order
+            for k in range(1, d):
+                Z = Z + theta[:, :, k, None] * X[:, k]
+            phi, dphi = activation_terms(xp, act, Z)
+            f = w[0] * phi[:, 0]  # f_i = Σ_j w_j φ(z_ji), j in order
+            for j in range(1, m):
+                f = f + w[j] * phi[:, j]
+            res = f - y
+            loss = (res[:, 0] * res[:, 0]).astype(xp.float64)  # L = Σ_i r_i², i in order, float64
+            for i in range(1, n):
+                loss = loss + (res[:, i] * res[:, i]).astype(xp.float64)
+            alive = freeze_diverged(xp, loss, alive, loss_bound, k0 + s, diverged_step)
+            lam = res + zeta[s % block] if sigma != 0 else res
+            c = (w[:, None] * dphi) * lam[:, None, :]  # D_ji λ_i
+            g = c[:, :, 0, None] * X[0]  # (Jᵀλ)_jk = Σ_i D_ji λ_i x_ik, i in order
+            for i in range(1, n):
+                g = g + c[:, :, i, None] * X[i]
+            theta = xp.where(alive[:, None, None], theta - two_eta * g, theta)
     return theta, alive
 
 
-def freeze_diverged(xp, r, alive, loss_bound: float, k: int, diverged_step):
-    """The divergence rule: a replica whose loss Σ r² is non-finite or above ``loss_bound``
-    before step k is frozen from step k on (``diverged_step`` records k). Returns the new mask."""
-    bad = ~(xp.sum(r * r, axis=-1) <= loss_bound) & alive
+def freeze_diverged(xp, loss, alive, loss_bound: float, k: int, diverged_step):
+    """The divergence rule: a replica whose loss L = Σ r² (per replica) is non-finite or above
+    ``loss_bound`` before step k is frozen from step k on (``diverged_step`` records k).
+    Returns the new mask."""
+    bad = ~(loss <= loss_bound) & alive
     if bool(bad.any()):
         idx = to_numpy(bad)
         diverged_step[idx] = k

@@ -25,8 +25,9 @@ from .sgd import label_noise_sgd, record_schedule, tau_of_step
 log = logging.getLogger(__name__)
 
 
-def _attrs(regime: str, cfg: dict, backend: str, title: str) -> dict:
-    return storage.attrs_for(regime, cfg, backend, cfg.get("dtype", "float64"), title)
+def _attrs(regime: str, cfg: dict, backend: str, title: str, kernel: str = "numpy") -> dict:
+    """Global attributes, with ``backend`` and ``kernel`` (the code that computed the file)."""
+    return {**storage.attrs_for(regime, cfg, backend, cfg.get("dtype", "float64"), title), "kernel": kernel}
 
 
 def make_data(regime: str, cfg: dict, out: str) -> None:
@@ -171,9 +172,15 @@ def run_sgd(
     ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds and, when
     rerun after a kill, resumes from it; the checkpoint is deleted once sgd.nc is written.
     """
-    data, X, y, w = _inputs(data_path)
-    xp, backend = get_backend(cfg["backend"])
+    try:  # before any work: `backend: cupy` without a usable GPU stops here
+        xp, backend = get_backend(cfg["backend"])
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"regime {regime!r}, field 'backend': {exc}; use backend: auto (the CPU fast path "
+            "where there is no GPU) or numpy"
+        ) from None
     log.info("%s: backend %s (requested %s), dtype %s", regime, backend, cfg["backend"], cfg["dtype"])
+    data, X, y, w = _inputs(data_path)
     act = make_activation(cfg["activation"])
     s = cfg["sgd"]
     steps = np.union1d(
@@ -254,10 +261,9 @@ def run_sgd(
             "rank": np.arange(1, k + 1),
         },
     )
-    ds.attrs = _attrs(regime, cfg, backend, f"{regime}: {ALGORITHM_TITLES[alg['name']]}")
+    ds.attrs = _attrs(regime, cfg, backend, f"{regime}: {ALGORITHM_TITLES[alg['name']]}", res.kernel)
     ds.attrs["algorithm"] = alg["name"]
     ds.attrs["clock"] = CLOCKS[alg["name"]]
-    ds.attrs["segment_function"] = res.kernel
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
     storage.write_netcdf(ds, out)
