@@ -11,19 +11,23 @@ line is printed. Backends:
 - ``numpy``: the reference, ``label_noise_sgd(..., cpu_kernel="numpy")``'s step loop
   (the NumPy segment function ``simbias.sgd.advance``, batched over replicas);
 - ``numba``: the CPU fast path, ``label_noise_sgd(..., cpu_kernel="numba")``'s step loop
-  (``simbias.kernels_cpu.advance``);
+  (``simbias.kernels_cpu.advance``, the label noise drawn inside the kernel);
 - ``numba-ref``: a plain numba loop of the same math written here (parallel over
-  replicas, label noise drawn inside the loop by numba's generator): the compiled
-  reference the CPU issue compares against;
-- ``jax``: ``jax.jit`` of a ``lax.scan`` over steps (skipped when jax does not import).
+  replicas, label noise drawn inside the loop by numba's generator);
+- ``jax``: plain JAX, one replica's step ``vmap``-ed over replicas inside a ``lax.scan``
+  over steps, ``jit``-compiled (CPU or GPU, whichever JAX has; skipped when jax does not import);
+- ``torch``: a PyTorch eager loop, one batched step per Python iteration (GPU when
+  ``torch.cuda.is_available()``, else CPU; skipped when torch does not import);
+- ``cupy`` and ``cupy-fast``: the CUDA kernels (``simbias.gpu.advance``, exact and fast
+  mode) on device arrays, one launch per timed run (an error line without a usable GPU).
 
-All four run θ ← θ − 2η Jᵀ(f − y + ζ), ζ ~ N(0, σ²), for φ(z) = z³ + νz, and freeze a
+All run θ ← θ − 2η Jᵀ(f − y + ζ), ζ ~ N(0, σ²), for φ(z) = z³ + νz, and freeze a
 replica whose loss exceeds 1e6. ``numpy`` and ``numba`` run label_noise_sgd's loop as it
-is, records aside: 2048-step segments, the noise drawn per replica by NumPy
-(``NoiseStreams``) and counted in their time, then the segment function. Compile time is excluded: each backend is compiled
-(and run once) before timing. The step count is chosen per configuration so a
-timed run lasts about ``--seconds`` (unless ``--steps`` is given); the best of
-``--repeat`` runs is reported, since the machine may be shared.
+is, records aside: 2048-step segments of the segment function (noise included).
+Compile time is excluded: each backend is compiled (and run once) before timing. The
+step count is chosen per configuration so a timed run lasts about ``--seconds`` (unless
+``--steps`` is given); the best of ``--repeat`` runs is reported, since the machine may
+be shared.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ import numpy as np
 SIZES = {"fig1a": (10, 3, 3), "fig1b": (30, 10, 15), "large": (256, 64, 32)}
 # (eta, sigma, label range) per size: fig1a and fig1b as in config.yaml; large: a stable η
 PARAMS = {(10, 3, 3): (0.05, 0.03, 1.0), (30, 10, 15): (0.1, 0.2, 0.3), (256, 64, 32): (0.005, 0.1, 0.3)}
-REPLICAS = (1, 64, 1024)
-BACKENDS = ("numpy", "numba", "numba-ref", "jax")
+REPLICAS = (1, 64, 1024, 16384)
+BACKENDS = ("numpy", "numba", "numba-ref", "jax", "torch", "cupy", "cupy-fast")
 NU, P, LOSS_BOUND = 0.1, 3, 1e6
 SEGMENT = 2048  # label_noise_sgd's default chunk
 
@@ -63,11 +67,11 @@ def problem(m: int, d: int, n: int, R: int, dtype: str, seed: int = 0):
 
 
 def runner_sgd(kernel: str, m, d, n, R, dtype):
-    """label_noise_sgd's step loop without its records: NoiseStreams noise, then the segment function.
+    """label_noise_sgd's step loop without its records: 2048-step segments of the segment function.
 
-    The same per-segment work as ``simbias.sgd.label_noise_sgd`` (2048-step segments,
-    ζ = σ · NoiseStreams.draw, ``select_advance(..., cpu_kernel=kernel)``); the records
-    (SVDs of every replica, a fixed cost per record) are left out as in the other backends.
+    The same per-segment work as ``simbias.sgd.label_noise_sgd`` (``select_advance(...,
+    cpu_kernel=kernel)``, noise drawn inside it); the records (SVDs of every replica, a
+    fixed cost per record) are left out as in the other backends.
     """
     from simbias import sgd
     from simbias.activations import OddPower
@@ -77,7 +81,7 @@ def runner_sgd(kernel: str, m, d, n, R, dtype):
     seg, name = sgd.select_advance(np, act, dtype, kernel)
     assert name == kernel, (name, kernel)
     Xd, yd, wd = (np.asarray(a, dtype=dtype) for a in (X, y, w))
-    noise = sgd.NoiseStreams(1, R, n)
+    rid = np.arange(R)
     diverged_step = np.full(R, -1, dtype=np.int64)
     state = {"theta": np.asarray(theta0, dtype=dtype), "alive": np.ones(R, dtype=bool), "k": 0}
 
@@ -85,11 +89,75 @@ def runner_sgd(kernel: str, m, d, n, R, dtype):
         theta, alive, k = state["theta"], state["alive"], state["k"]
         end = k + steps
         while k < end:
-            stop = min(k + SEGMENT, end)
-            zeta = np.asarray(sigma * noise.draw(stop - k), dtype=dtype)
-            theta, alive = seg(np, act, theta, Xd, yd, wd, eta, zeta, alive, LOSS_BOUND, k, diverged_step)
-            k = stop
+            c = min(SEGMENT, end - k)
+            theta, alive = seg(
+                np, act, theta, Xd, yd, wd, eta, sigma, 1, rid, k, c, alive, LOSS_BOUND, diverged_step
+            )
+            k += c
         state.update(theta=theta, alive=alive, k=k)
+        return int(alive.sum())
+
+    return run
+
+
+def runner_cupy(m, d, n, R, dtype, fast: bool):
+    """simbias.gpu.advance on device arrays: the whole timed run is one kernel launch."""
+    import cupy as cp
+
+    from simbias import gpu
+    from simbias.activations import OddPower
+    from simbias.backend import cupy_usable
+
+    ok, why = cupy_usable()
+    if not ok:
+        raise RuntimeError(f"no usable GPU ({why})")
+    X, y, w, theta0, eta, sigma = problem(m, d, n, R, dtype)
+    act = OddPower(k=(P - 1) // 2, nu=NU)
+    Xd, yd, wd = (cp.asarray(a, dtype=dtype) for a in (X, y, w))
+    rid = cp.arange(R)
+    ds = np.full(R, -1, dtype=np.int64)
+    state = {"theta": cp.asarray(theta0, dtype=dtype), "alive": cp.ones(R, dtype=bool), "k": 0}
+
+    def run(steps: int) -> int:
+        th, al, k = state["theta"], state["alive"], state["k"]
+        th, al = gpu.advance(
+            cp, act, th, Xd, yd, wd, eta, sigma, 1, rid, k, steps, al, LOSS_BOUND, ds, fast=fast
+        )
+        cp.cuda.get_current_stream().synchronize()
+        state.update(theta=th, alive=al, k=k + steps)
+        return int(al.sum())
+
+    return run
+
+
+def runner_torch(m, d, n, R, dtype):
+    """A PyTorch eager loop: one batched step per Python iteration (GPU if torch sees one)."""
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    tdt = getattr(torch, dtype)
+    X, y, w, theta0, eta, sigma = problem(m, d, n, R, dtype)
+    Xt, yt, wt = (torch.as_tensor(a, dtype=tdt, device=dev) for a in (X, y, w))
+    state = {
+        "th": torch.as_tensor(theta0, dtype=tdt, device=dev),
+        "alive": torch.ones(R, dtype=torch.bool, device=dev),
+    }
+    gen = torch.Generator(device=dev).manual_seed(1)
+
+    def run(steps: int) -> int:
+        th, alive = state["th"], state["alive"]
+        for _ in range(steps):
+            Z = torch.einsum("rjk,ik->rji", th, Xt)
+            res = torch.einsum("j,rji->ri", wt, Z**P + NU * Z) - yt
+            alive = alive & ((res * res).sum(-1) <= LOSS_BOUND)
+            lam = res + sigma * torch.randn(res.shape, dtype=tdt, device=dev, generator=gen)
+            coeff = wt[None, :, None] * (P * Z ** (P - 1) + NU) * lam[:, None, :]
+            th = torch.where(
+                alive[:, None, None], th - (2 * eta) * torch.einsum("rji,ik->rjk", coeff, Xt), th
+            )
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        state.update(th=th, alive=alive)
         return int(alive.sum())
 
     return run
@@ -164,15 +232,21 @@ def runner_jax(m, d, n, R, dtype):
     Xj, yj, wj = (jnp.asarray(a, dtype=dtype) for a in (X, y, w))
     state = [jnp.asarray(theta0, dtype=dtype), jax.random.PRNGKey(1), jnp.ones(R, dtype=bool)]
 
+    def one(th, key, alive):
+        """One replica's step (θ: (m, d)); vmap-ed over replicas below."""
+        Z = th @ Xj.T
+        res = wj @ (Z**P + NU * Z) - yj
+        alive = alive & (jnp.sum(res * res) <= LOSS_BOUND)
+        lam = res + sigma * jax.random.normal(key, res.shape, dtype=dtype)
+        coeff = wj[:, None] * (P * Z ** (P - 1) + NU) * lam[None, :]
+        return jnp.where(alive, th - (2 * eta) * (coeff @ Xj), th), alive
+
+    batched = jax.vmap(one)
+
     def step(carry, _):
         th, key, alive = carry
         key, sub = jax.random.split(key)
-        Z = jnp.einsum("rjk,ik->rji", th, Xj)
-        res = jnp.einsum("j,rji->ri", wj, Z**P + NU * Z) - yj
-        alive = alive & (jnp.sum(res * res, axis=-1) <= LOSS_BOUND)
-        lam = res + sigma * jax.random.normal(sub, res.shape, dtype=dtype)
-        coeff = wj[None, :, None] * (P * Z ** (P - 1) + NU) * lam[:, None, :]
-        th = jnp.where(alive[:, None, None], th - (2 * eta) * jnp.einsum("rji,ik->rjk", coeff, Xj), th)
+        th, alive = batched(th, jax.random.split(sub, R), alive)
         return (th, key, alive), None
 
     compiled: dict[int, object] = {}
@@ -211,6 +285,10 @@ def make_runner(backend: str, m, d, n, R, dtype):
         return runner_numba_ref(m, d, n, R, dtype)
     if backend == "jax":
         return runner_jax(m, d, n, R, dtype)
+    if backend == "torch":
+        return runner_torch(m, d, n, R, dtype)
+    if backend in ("cupy", "cupy-fast"):
+        return runner_cupy(m, d, n, R, dtype, fast=backend == "cupy-fast")
     raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
 
 
@@ -262,12 +340,10 @@ def _threads(backend: str) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def jax_available() -> bool:
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def main(argv=None) -> int:
@@ -291,10 +367,11 @@ def main(argv=None) -> int:
                 ap.error("a size outside the table needs all of --m, --d, --n")
             sizes = [given]
     replicas = [a.replicas] if a.replicas else list(REPLICAS)
-    backends = [a.backend] if a.backend else [b for b in BACKENDS if b != "jax" or jax_available()]
-    if "jax" in backends and not jax_available():
-        print(json.dumps({"backend": "jax", "skipped": "jax does not import"}), flush=True)
-        backends.remove("jax")
+    backends = [a.backend] if a.backend else list(BACKENDS)
+    for b, module in (("jax", "jax"), ("torch", "torch"), ("cupy", "cupy"), ("cupy-fast", "cupy")):
+        if b in backends and not importable(module):
+            print(json.dumps({"backend": b, "skipped": f"{module} is not installed"}), flush=True)
+            backends.remove(b)
     single = len(sizes) == 1 and len(replicas) == 1 and len(backends) == 1
     for m, d, n in sizes:
         for R in replicas:

@@ -62,6 +62,7 @@ class Variant:
             f"-DSB_N={self.n}",
             f"-DSB_HALF={self.half}",
             f"-DSB_THREADS={self.threads}",
+            f"-DSB_KERNEL_{self.kind.upper()}",
         ]
         return out + (["-DSB_FAST"] if self.fast else [])
 

@@ -97,6 +97,16 @@ def sgd_setting(name):
     return get
 
 
+def sgd_gpus(wildcards):
+    """GPUs run_sgd asks for: 1 where the gpu extra (CuPy) is installed and the regime's
+    backend is not numpy, else 0. The job still picks its backend at run time (backend: auto).
+    """
+    import importlib.util
+
+    backend = config["regimes"][wildcards.regime].get("backend", "auto")
+    return int(backend != "numpy" and importlib.util.find_spec("cupy") is not None)
+
+
 def checkpoint_path(wildcards):
     """Where run_sgd keeps its checkpoint: outside its output, so Snakemake never deletes it."""
     return f"{RESULTS}/.checkpoints/{wildcards.regime}/run_sgd.npz"

@@ -7,7 +7,11 @@ rule run_sgd:
         "logs/{regime}/run_sgd.log",
     benchmark:
         "benchmarks/out/{regime}/run_sgd.tsv"
+    # the CPU kernel runs one thread per core it is given (OMP_NUM_THREADS, capped at --cores)
+    threads: 2
     resources:
+        # --gpus=1 on SLURM where the gpu extra is installed (common.smk: sgd_gpus)
+        gpu=sgd_gpus,
         checkpoint_every_steps=sgd_setting("checkpoint_every_steps"),
         checkpoint_every_seconds=sgd_setting("checkpoint_every_seconds"),
     params:

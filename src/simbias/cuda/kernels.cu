@@ -1,11 +1,13 @@
 // The label-noise SGD kernels (CuPy RawModule; simbias.gpu). Compile-time constants, set by
 // simbias.cuda_build: SB_T (float or double), SB_M, SB_D, SB_N (sizes), SB_HALF (phi = z^(2 HALF + 1) + nu z),
-// SB_THREADS (block size of the block-per-replica kernel, a multiple of 32 >= SB_M).
+// SB_THREADS (block size of the block-per-replica kernel, a multiple of 32 >= SB_M), and
+// SB_KERNEL_THREAD or SB_KERNEL_BLOCK: which of the two kernels this module holds.
 // Arguments of both: theta (R, M, D), X (N, D), y (N), w (M), nu, two_eta (R) = 2 eta per replica,
 // sigma (R, double), rids (R, int64: each replica's noise stream), R, the seed's key, the first
 // step k0, the step count, the loss bound, alive (R, uint8) and diverged_step (R, int64).
 #include "sgd_step.cuh"
 
+#ifdef SB_KERNEL_THREAD
 // One thread per replica, theta in registers: the same operations as the CPU kernels, so
 // with -fmad=false the same bits (sb_replica_steps).
 extern "C" __global__ void sgd_thread_per_replica(SB_T* theta, const SB_T* __restrict__ X,
@@ -21,13 +23,16 @@ extern "C" __global__ void sgd_thread_per_replica(SB_T* theta, const SB_T* __res
                                                     k0, steps, loss_bound, alive, diverged_step);
 }
 
+#endif
+
+#ifdef SB_KERNEL_BLOCK
 #define SB_WARPS (SB_THREADS / 32)
 
 // One block per replica, one thread per neuron j (theta_j and D_j in registers). f_i = sum_j
 // w_j phi(z_ji) is a warp-shuffle tree plus a sum over warps in shared memory: another order
 // than the CPU's, so it agrees within a tolerance, not bit for bit. Everything else (z, the
 // loss in double, the noise, J^T lambda) is summed as in sb_replica_steps.
-extern "C" __global__ void __launch_bounds__(SB_THREADS)
+extern "C" __global__ void __launch_bounds__(SB_THREADS, 1)
     sgd_block_per_replica(SB_T* theta, const SB_T* __restrict__ X, const SB_T* __restrict__ y,
                           const SB_T* __restrict__ w, SB_T nu, const SB_T* two_eta, const double* sigma,
                           const long long* rids, int R, unsigned int key0, unsigned int key1,
@@ -112,3 +117,4 @@ extern "C" __global__ void __launch_bounds__(SB_THREADS)
         for (int k = 0; k < SB_D; ++k) src[k] = th[k];
     }
 }
+#endif

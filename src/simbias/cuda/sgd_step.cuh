@@ -18,6 +18,7 @@
 
 #ifndef __CUDACC__
 #include <math.h>
+#include <string.h>
 #ifndef __host__
 #define __host__
 #endif
@@ -57,6 +58,25 @@ SB_HD double sb_uniform53(sb_u32 hi, sb_u32 lo) {
     return ((double)(hi >> 5) * 67108864.0 + (double)(lo >> 6)) * 0x1p-53;
 }
 
+// frexp for a normal v > 0: v = m 2^e with m in [1/2, 1), from the bits (exact; no address taken).
+SB_HD double sb_frexp(double v, int* e) {
+#ifdef __CUDACC__
+    const long long bits = __double_as_longlong(v);
+#else
+    long long bits;
+    memcpy(&bits, &v, sizeof bits);
+#endif
+    *e = (int)((bits >> 52) & 0x7ff) - 1022;
+    const long long mb = (bits & ~(0x7ffLL << 52)) | (1022LL << 52);
+#ifdef __CUDACC__
+    return __longlong_as_double(mb);
+#else
+    double m;
+    memcpy(&m, &mb, sizeof m);
+    return m;
+#endif
+}
+
 // log v for v in (0, 1]: v = m 2^e, m in [sqrt(1/2), sqrt(2)), log m = 2 atanh((m-1)/(m+1)).
 SB_HD double sb_log_unit(double v) {
     const double c[11] = {0x1.0000000000000p+0, 0x1.5555555555555p-2, 0x1.999999999999ap-3,
@@ -64,7 +84,7 @@ SB_HD double sb_log_unit(double v) {
                           0x1.3b13b13b13b14p-4, 0x1.1111111111111p-4, 0x1.e1e1e1e1e1e1ep-5,
                           0x1.af286bca1af28p-5, 0x1.8618618618618p-5};
     int ex;
-    double m = frexp(v, &ex);
+    double m = sb_frexp(v, &ex);  // v >= 2^-53 is normal
     if (m < 0x1.6a09e667f3bcdp-1) {
         m = m * 2.0;
         ex -= 1;
