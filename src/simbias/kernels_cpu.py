@@ -134,6 +134,89 @@ def normals(key0, key1, replicas, k0, steps, n):
 
 
 @numba.njit(inline="always")
+def _lane_label_noise(out, sigma, key0, key1, k, rl, c, f):
+    """ζ of step k for every lane (replica ids ``rl``, (B,) uint64) into out (n, B).
+
+    :func:`_normal_pair`'s operations elementwise over lanes (loops over lanes innermost,
+    frexp from the bits), so LLVM vectorises them. Scratch: c (4, B) uint64, f (6, B) float64.
+    """
+    n, B = out.shape
+    klo, khi = k & _MASK32, k >> _U64(32)
+    c0, c1, c2, c3 = c[0], c[1], c[2], c[3]
+    v, t, m, e, acc, rho = f[0], f[1], f[2], f[3], f[4], f[5]
+    vbits = v.view(np.int64)
+    mbits = m.view(np.int64)
+    for j in range((n + 1) // 2):
+        for b in range(B):
+            c0[b] = _U64(j)
+            c1[b] = klo
+            c2[b] = khi
+            c3[b] = rl[b]
+        k0, k1 = key0, key1
+        for rnd in range(noise.PHILOX_ROUNDS):
+            if rnd > 0:
+                k0 = (k0 + _W0) & _MASK32
+                k1 = (k1 + _W1) & _MASK32
+            for b in range(B):
+                p0 = c0[b] * _M0
+                p1 = c2[b] * _M1
+                n0 = (p1 >> _U64(32)) ^ c1[b] ^ k0
+                n2 = (p0 >> _U64(32)) ^ c3[b] ^ k1
+                c0[b] = n0
+                c1[b] = p1 & _MASK32
+                c2[b] = n2
+                c3[b] = p0 & _MASK32
+        for b in range(B):
+            u = (np.float64(c0[b] >> _U64(5)) * 67108864.0 + np.float64(c1[b] >> _U64(6))) * noise.TWO_M53
+            v[b] = 1.0 - u
+            t[b] = (np.float64(c2[b] >> _U64(5)) * 67108864.0 + np.float64(c3[b] >> _U64(6))) * noise.TWO_M53
+        for b in range(B):  # frexp of the normal v in (0, 1], from its bits
+            bits = vbits[b]
+            ex = ((bits >> 52) & 0x7FF) - 1022
+            mbits[b] = (bits & ~(0x7FF << 52)) | (1022 << 52)
+            low = m[b] < noise.SQRT_HALF
+            m[b] = m[b] * 2.0 if low else m[b]
+            e[b] = np.float64(ex - 1 if low else ex)
+        for b in range(B):
+            sb = (m[b] - 1.0) / (m[b] + 1.0)
+            m[b] = sb  # m now holds s
+            acc[b] = _LOG_COEF[_LOG_COEF.shape[0] - 1]
+        for idx in range(_LOG_COEF.shape[0] - 2, -1, -1):
+            cf = _LOG_COEF[idx]
+            for b in range(B):
+                acc[b] = cf + (m[b] * m[b]) * acc[b]
+        for b in range(B):
+            lm = 2.0 * m[b] * acc[b]
+            rho[b] = math.sqrt(-2.0 * (e[b] * noise.LN2_HI + (e[b] * noise.LN2_LO + lm)))
+        # sin and cos of 2πt: q in e, x in m, the sine's Horner sum in acc, the cosine's in v
+        for b in range(B):
+            w4 = t[b] * 4.0
+            q = np.floor(w4 + 0.5)
+            e[b] = q
+            m[b] = (w4 - q) * noise.HALF_PI
+            acc[b] = _SIN_COEF[_SIN_COEF.shape[0] - 1]
+            v[b] = _COS_COEF[_COS_COEF.shape[0] - 1]
+        for idx in range(_SIN_COEF.shape[0] - 2, -1, -1):
+            cf = _SIN_COEF[idx]
+            for b in range(B):
+                acc[b] = cf + (m[b] * m[b]) * acc[b]
+        for idx in range(_COS_COEF.shape[0] - 2, -1, -1):
+            cf = _COS_COEF[idx]
+            for b in range(B):
+                v[b] = cf + (m[b] * m[b]) * v[b]
+        oe = out[2 * j]
+        for b in range(B):
+            sn = m[b] * acc[b]
+            cs = v[b]
+            qm = np.int64(e[b]) & 3
+            s_ = sn if qm == 0 else (cs if qm == 1 else (-sn if qm == 2 else -cs))
+            c_ = cs if qm == 0 else (-sn if qm == 1 else (-cs if qm == 2 else sn))
+            oe[b] = sigma * (rho[b] * c_)
+            if 2 * j + 1 < n:
+                out[2 * j + 1, b] = sigma * (rho[b] * s_)
+
+
+@numba.njit(inline="always")
 def _phi_terms(z, half, pf, nu):
     """φ(z) and φ'(z) for φ = z^p + νz, p = 2·half + 1, as z·z^(p-1) + νz and p·z^(p-1) + ν."""
     z2 = z * z
@@ -296,7 +379,12 @@ def _lane_block(
     lam = np.empty((n, B), dtype=dt)
     acc = np.empty(B, dtype=dt)
     zq = np.empty(B, dtype=dt)
-    ze = np.zeros(n, dtype=dt)
+    zl = np.zeros((n, B), dtype=dt)
+    rl = np.zeros(B, dtype=np.uint64)
+    for b in range(nb):
+        rl[b] = rids[r0 + b]
+    cbuf = np.empty((4, B), dtype=np.uint64)
+    fbuf = np.empty((6, B), dtype=np.float64)
     loss = np.empty(B, dtype=np.float64)
     live = np.zeros(B, dtype=np.bool_)
     for b in range(nb):
@@ -338,12 +426,13 @@ def _lane_block(
                 res = fi[b] - yi
                 loss[b] += res * res
                 li[b] = res
-        if noisy:
-            for b in range(nb):
-                if live[b]:
-                    _label_noise(ze, sigma, key0, key1, _U64(k0 + s), _U64(rids[r0 + b]))
-                    for i in range(n):
-                        lam[i, b] += ze[i]
+        if noisy:  # every lane draws (padding and frozen lanes too; never used)
+            _lane_label_noise(zl, sigma, key0, key1, _U64(k0 + s), rl, cbuf, fbuf)
+            for i in range(n):
+                li = lam[i]
+                zi = zl[i]
+                for b in range(B):
+                    li[b] += zi[b]
         for b in range(nb):
             if live[b] and not (loss[b] <= loss_bound):
                 live[b] = False
