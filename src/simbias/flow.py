@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
 
-from . import model
+from . import flow_field, model
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,71 @@ def record_offsets(tau_max: float, records: int, first: float = 1e-4) -> np.ndar
     return np.concatenate([[0.0], np.logspace(np.log10(first), np.log10(tau_max), records - 1)])
 
 
+def empty_records(T: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """NaN-filled per-record arrays of one replica."""
+    return {
+        "theta": np.full((T,) + shape, np.nan),
+        "loss": np.full(T, np.nan),
+        "sharpness": np.full(T, np.nan),
+        "grad_norm": np.full(T, np.nan),
+    }
+
+
+def start(act, theta_start, X, y, w, tau_max: float, records: int):
+    """Record times, empty records and the retracted start: (offsets, rec, θ, how, result if it failed)."""
+    offsets = record_offsets(tau_max, records)
+    rec = empty_records(offsets.size, theta_start.shape)
+    theta, how = retract(act, theta_start, X, y, w)
+    failed = None
+    if how == "failed":
+        failed = FlowResult(
+            offsets,
+            **rec,
+            theta_end=theta,
+            tau_end=0.0,
+            grad_norm_end=np.nan,
+            tau_eps=np.nan,
+            retraction=how,
+            status="retraction_failed",
+        )
+    return offsets, rec, theta, how, failed
+
+
+def finish(act, theta, X, w, offsets, rec, how, status, tau_end, g_end, tau_eps, nfev, eps, z_star, F_star):
+    """The FlowResult of a finished flow; a small gradient with F above F* is a stall near z = 0
+    (φ'(0) = 0) or a stationary point off target, never "converged"."""
+    status, notes = _verdict(act, theta, X, w, status, z_star, F_star)
+    return FlowResult(
+        tau=offsets,
+        **rec,
+        theta_end=theta,
+        tau_end=tau_end,
+        grad_norm_end=g_end,
+        tau_eps=np.nan if tau_eps is None or g_end > eps else tau_eps,
+        retraction=how,
+        status=status,
+        nfev=nfev,
+        notes=notes,
+    )
+
+
+def _verdict(act, theta: np.ndarray, X, w, status: str, z_star, F_star) -> tuple[str, list[str]]:
+    notes: list[str] = []
+    if z_star is None or F_star is None:
+        return status, notes
+    F_end = float(model.sharpness(np, act, theta[None], X, w)[0])
+    gap = F_end - F_star
+    if gap > 1e-8 * max(1.0, abs(F_star)):
+        near_zero = float(np.min(np.abs(theta @ X.T)))
+        if near_zero < 1e-3 and act.rho1 == 0:
+            status = "stalled_near_zero_preactivation"
+            notes.append(f"min|z| = {near_zero:.2e} with φ'(0) = 0; F − F* = {gap:.3e}")
+        elif status == "converged":
+            status = "stationary_not_at_target"
+            notes.append(f"‖∇_M F‖ ≤ tol but F − F* = {gap:.3e}")
+    return status, notes
+
+
 def run_flow(
     act,
     theta_start: np.ndarray,
@@ -92,127 +158,112 @@ def run_flow(
     rtol: float = 1e-8,
     atol: float = 1e-11,
 ) -> FlowResult:
-    """Integrate one replica's flow from SGD's last iterate (shape (m, d))."""
-    shape = theta_start.shape
-    offsets = record_offsets(tau_max, records)
+    """Integrate one replica's flow from SGD's last iterate (shape (m, d)).
+
+    One BDF run (:class:`simbias.flow_field.StructuredBDF`) in the reduced coordinates
+    of :mod:`simbias.flow_field`, with the analytic Jacobian and Woodbury solves. At each
+    record time the BDF's interpolant is retracted onto M (Newton) and stored; ‖∇_M F‖
+    is checked after every step, and its crossings of ``eps`` and ``tol`` are located on
+    the interpolant (Brent's method), as SciPy's events would.
+    """
+    offsets, rec, theta, how, failed = start(act, theta_start, X, y, w, tau_max, records)
+    if failed is not None:
+        return failed
     T = offsets.size
-    rec = {
-        "theta": np.full((T,) + shape, np.nan),
-        "loss": np.full(T, np.nan),
-        "sharpness": np.full(T, np.nan),
-        "grad_norm": np.full(T, np.nan),
-    }
-    theta, how = retract(act, theta_start, X, y, w)
-    if how == "failed":
-        return FlowResult(
-            offsets,
-            **rec,
-            theta_end=theta,
-            tau_end=0.0,
-            grad_norm_end=np.nan,
-            tau_eps=np.nan,
-            retraction=how,
-            status="retraction_failed",
-        )
+    red = flow_field.Reduction.of(X)
+    A0, perp = red.reduce(theta)
+    B, ared = red.B, A0.shape
+    prob = flow_field.Problem(act, B, y, w)
 
-    def gnorm(th: np.ndarray) -> float:
-        return float(model.norm(np, model.riemannian_grad(np, act, th[None], X, w))[0])
+    def gnorm(a: np.ndarray) -> float:
+        return prob.grad_norm(a.reshape(ared))
 
-    def store(i: int, th: np.ndarray) -> float:
-        g = gnorm(th)
+    def on_m(a: np.ndarray) -> np.ndarray:
+        return model.newton_retract(np, act, a.reshape((1,) + ared), B, y, w)[0][0]
+
+    def store(i: int, a: np.ndarray) -> None:
+        th = red.expand(a, perp)
         rec["theta"][i] = th
         rec["loss"][i] = float(model.loss(np, act, th[None], X, y, w)[0])
         rec["sharpness"][i] = float(model.sharpness(np, act, th[None], X, w)[0])
-        rec["grad_norm"][i] = g
-        return g
+        rec["grad_norm"][i] = gnorm(a)
 
     def fun(t, v):
-        return model.flow_velocity(np, act, v.reshape((1,) + shape), X, y, w).ravel()
+        return prob.velocity(v.reshape(ared)).ravel()
 
     def jac(t, v):
-        """Forward-difference Jacobian, all m·d columns in one batched evaluation."""
-        h = np.sqrt(np.finfo(float).eps) * np.maximum(1.0, np.abs(v))
-        pts = v[None, :] + np.diag(h)
-        f_all = model.flow_velocity(np, act, np.vstack([v[None], pts]).reshape((-1,) + shape), X, y, w)
-        f_all = f_all.reshape(f_all.shape[0], -1)
-        return ((f_all[1:] - f_all[0]) / h[:, None]).T
+        return flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(ared)))
 
-    def at_tol(t, v):
-        return np.log(gnorm(v.reshape(shape)) / tol)
+    def crossing(sol, level: float, lo: float, hi: float) -> float:
+        """Where ‖∇_M F‖ = level inside the step [lo, hi] (hi if it does not change sides there)."""
 
-    def eps_down(t, v):
-        return np.log(gnorm(v.reshape(shape)) / eps)
+        def f(t: float) -> float:
+            return float(np.log(gnorm(sol(t)) / level))
 
-    def eps_up(t, v):
-        return eps_down(t, v)
+        if f(lo) * f(hi) > 0:
+            return hi
+        return float(brentq(f, lo, hi, xtol=4e-16 * max(1.0, hi)))
 
-    at_tol.terminal = True
-    at_tol.direction = -1
-    eps_down.direction = -1
-    eps_up.direction = 1
+    def store_until(i: int, t: float, sol) -> int:
+        """Store the records with offsets ≤ t from the step's interpolant, retracted onto M."""
+        while i + 1 < T and offsets[i + 1] <= t:
+            i += 1
+            store(i, on_m(sol(offsets[i])))
+        return i
 
-    g = store(0, theta)
+    A = A0
+    g = gnorm(A)
+    store(0, A)
     # tau_eps: the offset after which ‖∇_M F‖ ≤ eps held (None while it is above eps)
     tau_eps: float | None = 0.0 if g <= eps else None
-    tau_now, nfev, status = 0.0, 0, "tau_budget_exhausted"
-    i = 0
+    tau_now, nfev, status, i = 0.0, 0, "tau_budget_exhausted", 0
     if g <= tol:
         status = "converged"
-    while status != "converged" and i + 1 < T:
-        sol = solve_ivp(
-            fun,
-            (tau_now, offsets[i + 1]),
-            theta.ravel(),
-            method="BDF",
-            jac=jac,
-            events=(at_tol, eps_down, eps_up),
-            rtol=rtol,
-            atol=atol,
-        )
-        nfev += sol.nfev
-        if sol.status == -1:
-            status = "integration_failed"
-            log.warning("BDF failed: %s", sol.message)
-            break
-        crossings = [(t, -1) for t in sol.t_events[1]] + [(t, 1) for t in sol.t_events[2]]
-        for t, direction in sorted(crossings):
-            tau_eps = float(t) if direction < 0 else None
-        theta, _ = model.newton_retract(np, act, sol.y[:, -1].reshape((1,) + shape), X, y, w)
-        theta = theta[0]
-        tau_now = float(sol.t[-1])
-        i += 1
-        if sol.status == 1 and sol.t_events[0].size:  # reached tol between records: stop here
-            if gnorm(theta) <= tol * 1.01:
-                status = "converged"
-        else:
-            store(i, theta)
-    g_end = gnorm(theta)
-    if g_end > eps:
-        tau_eps = None
-    notes = []
-    if z_star is not None and F_star is not None:
-        Z = theta @ X.T
-        F_end = float(model.sharpness(np, act, theta[None], X, w)[0])
-        gap = F_end - F_star
-        if gap > 1e-8 * max(1.0, abs(F_star)):
-            near_zero = float(np.min(np.abs(Z)))
-            if near_zero < 1e-3 and act.rho1 == 0:
-                status = "stalled_near_zero_preactivation"
-                notes.append(f"min|z| = {near_zero:.2e} with φ'(0) = 0; F − F* = {gap:.3e}")
-            elif status == "converged":
-                status = "stationary_not_at_target"
-                notes.append(f"‖∇_M F‖ ≤ tol but F − F* = {gap:.3e}")
-    return FlowResult(
-        tau=offsets,
-        **rec,
-        theta_end=theta,
-        tau_end=tau_now,
-        grad_norm_end=g_end,
-        tau_eps=np.nan if tau_eps is None else tau_eps,
-        retraction=how,
-        status=status,
-        nfev=nfev,
-        notes=notes,
+    else:
+        bdf = flow_field.StructuredBDF(fun, 0.0, A.ravel(), offsets[-1], jac=jac, rtol=rtol, atol=atol)
+        while True:
+            bdf.step()
+            if bdf.status == "failed":
+                status = "integration_failed"
+                log.warning("BDF failed at τ = %.4g", bdf.t)
+                break
+            t0, t1 = bdf.t_old, bdf.t
+            g_new = gnorm(bdf.y)
+            crossed = (g_new <= eps) != (g <= eps)
+            recording = i + 1 < T and offsets[i + 1] <= t1
+            sol = bdf.dense_output() if (g_new <= tol or crossed or recording) else None
+            if crossed:
+                tau_eps = crossing(sol, eps, t0, t1) if g_new <= eps else None
+            g = g_new
+            if g_new <= tol:
+                t_stop = crossing(sol, tol, t0, t1)
+                i = store_until(i, t_stop, sol)
+                A = on_m(sol(t_stop))
+                if gnorm(A) <= tol * 1.01:  # met tol between records: stop here
+                    tau_now, status = t_stop, "converged"
+                    break
+            i = store_until(i, t1, sol)
+            if bdf.status == "finished":
+                A, tau_now = on_m(bdf.y), t1
+                break
+        nfev = bdf.nfev
+    g_end = gnorm(A)
+    return finish(
+        act,
+        red.expand(A, perp),
+        X,
+        w,
+        offsets,
+        rec,
+        how,
+        status,
+        tau_now,
+        g_end,
+        tau_eps,
+        nfev,
+        eps,
+        z_star,
+        F_star,
     )
 
 
