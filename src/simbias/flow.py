@@ -18,9 +18,12 @@ pre-activation (φ'(0) = 0 for ν = 0) is reported as stalled, never as converge
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
 from . import flow_field, model
+from .activations import OddPower
 
 log = logging.getLogger(__name__)
 
@@ -267,17 +271,51 @@ def run_flow(
     )
 
 
-def _flow_task(args) -> tuple[FlowResult | None, float]:
-    """One replica's flow (a process-pool task): (result or None if θ is not finite, seconds)."""
-    act, theta, X, y, w, kw = args
+def _flow_task(args) -> tuple[int, FlowResult, float]:
+    """One replica's flow (a pool task): (replica, result, seconds)."""
+    r, act, theta, X, y, w, kw = args
     t0 = time.monotonic()
-    if not np.isfinite(theta).all():
-        return None, 0.0
-    return run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
+    return r, run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
+
+
+def _worker_init() -> None:
+    """Pool workers leave SIGINT to the parent (which terminates them) and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):  # Linux: SIGKILL when the parent dies, even by kill -9
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during :func:`run_flows`, raised like Ctrl-C so the same clean-up runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """In the main thread, turn SIGTERM into :class:`Terminated` for the duration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _warm_up(act) -> None:
+    """Load (or compile) the numba kernels once, before forking, so workers inherit them."""
+    if isinstance(act, OddPower):
+        X = np.eye(2, 3)
+        run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), tol=1e-3, tau_max=1.0, records=2)
 
 
 def _one_blas_thread():
-    """Cap BLAS at one thread: the flow's matrices (m·d ≤ a few hundred) only lose from more."""
+    """Cap BLAS at one thread: the flow's matrices are small, and one process runs per core."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
@@ -300,36 +338,60 @@ def run_flows(
     *,
     workers: int = 1,
     on_result: Callable[[int, FlowResult | None, float], None] | None = None,
+    checkpoint=None,
     **kw,
 ) -> list[FlowResult | None]:
     """:func:`run_flow` for every replica of ``thetas`` (R, m, d); None where θ is not finite.
 
     Replicas are independent and each runs exactly as :func:`run_flow` alone, so
-    ``workers`` > 1 (a pool of forked processes, one replica per task) gives the same
-    results as ``workers = 1``, in replica order. BLAS runs on one thread per process.
-    ``on_result(r, result, seconds)`` is called in replica order as results come in.
+    ``workers`` > 1 (forked processes, one replica per task) gives the same results as
+    ``workers = 1``, in replica order. BLAS runs on one thread per process.
+    ``on_result(r, result, seconds)`` is called as each replica finishes.
+
+    ``checkpoint`` (a :class:`simbias.flow_checkpoint.FlowCheckpoint`): replicas it holds
+    are not run again, and each newly finished one is saved to it at once.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run at once: the workers are terminated and
+    :class:`KeyboardInterrupt` (:class:`Terminated` for SIGTERM) propagates, so nothing
+    is written; finished replicas stay in the checkpoint.
     """
-    tasks = [(act, th, X, y, w, kw) for th in thetas]
-    n_finite = sum(bool(np.isfinite(th).all()) for th in thetas)
-    workers = max(1, min(int(workers), n_finite))
+    R = len(thetas)
+    results: list[FlowResult | None] = [None] * R
+    done = checkpoint.load() if checkpoint is not None else {}
+    todo = []
+    for r, th in enumerate(thetas):
+        if r in done:
+            results[r] = done[r]
+        elif np.isfinite(th).all():
+            todo.append((r, act, th, X, y, w, kw))
+        elif on_result is not None:
+            on_result(r, None, 0.0)
+    workers = max(1, min(int(workers), len(todo)))
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         log.info("no fork start method here: running the flow's replicas one after another")
         workers = 1
-    results: list[FlowResult | None] = []
-    with _one_blas_thread():  # set before forking, so the workers inherit it
+
+    def finished(r: int, res: FlowResult, secs: float) -> None:
+        results[r] = res
+        if checkpoint is not None:
+            checkpoint.save(r, res)
+        if on_result is not None:
+            on_result(r, res, secs)
+
+    with _one_blas_thread(), _sigterm_interrupts():  # BLAS limit set before forking: inherited
         if workers == 1:
-            outs = map(_flow_task, tasks)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("fork").Pool(workers)
-            outs = pool.imap(_flow_task, tasks, chunksize=1)
+            for task in todo:
+                finished(*_flow_task(task))
+            return results
+        _warm_up(act)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
         try:
-            for r, (res, secs) in enumerate(outs):
-                results.append(res)
-                if on_result is not None:
-                    on_result(r, res, secs)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+            for out in pool.imap_unordered(_flow_task, todo, chunksize=1):
+                finished(*out)
+        except BaseException:
+            pool.terminate()  # fail fast: kill the workers, never wait for their tasks
+            pool.join()
+            raise
+        pool.close()
+        pool.join()
     return results
