@@ -127,3 +127,24 @@ def test_flow_from_sgd_reaches_theorem2_point_at_research_size(mdn):
     ok = np.isfinite(out.loss)
     assert np.all(out.loss[ok] <= 1e-20)
     assert np.all(np.diff(out.sharpness[ok]) <= 1e-12 * Fs)
+
+
+def test_memory_does_not_grow_like_md_squared():
+    """No (m·r)² array anywhere: at m·r = 2000 a dense Jacobian or identity alone is 32 MB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    m, d, n = 200, 20, 10
+    X = unit_rows(rng, n, d)
+    y = rng.uniform(0, 1, n)
+    w = np.ones(m)
+    theta = 0.1 * rng.standard_normal((m, d))
+    act = OddPower(1, 0.1)
+    flow.run_flow(act, theta[:5], X, y, w[:5], tol=1e-3, tau_max=1.0, records=3)  # compile first
+    tracemalloc.start()
+    try:
+        flow.run_flow(act, theta, X, y, w, tol=1e-12, tau_max=1.0, records=5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, peak  # m·d·n doubles = 0.3 MB; records 5·m·d doubles = 0.2 MB

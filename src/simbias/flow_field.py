@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import BDF
 from scipy.linalg import lu_factor, lu_solve
+from scipy.sparse import csc_matrix
 
 from . import flow_kernels, model
 from .activations import OddPower
@@ -230,6 +231,7 @@ class StructuredBDF(BDF):
     def __init__(self, fun, t0, y0, t_bound, *, jac, **kw):
         self._structured_jac = jac
         super().__init__(fun, t0, y0, t_bound, jac=jac, **kw)
+        self.J = self.jac(self.t, self.y)
 
         def lu(A: tuple[FlowJacobian, float]) -> ShiftedSolve:
             self.nlu += 1
@@ -244,4 +246,6 @@ class StructuredBDF(BDF):
             self.njev += 1
             return _JacobianHandle(self._structured_jac(t, y))
 
-        return jac_wrapped, jac_wrapped(self.t, self.y)
+        # An empty sparse stand-in until __init__ is done: BDF then builds a sparse identity,
+        # not a dense (m·r)² one (537 MB at m·r = 8192), and we replace it right after.
+        return jac_wrapped, csc_matrix((self.n, self.n))
