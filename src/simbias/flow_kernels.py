@@ -15,19 +15,35 @@ from numba import njit
 
 
 @njit(cache=True)
+def _ipow(z, k):
+    """z**k for a small integer k ≥ 0 by multiplication (numba's ** calls the generic pow)."""
+    out = 1.0
+    for _ in range(k):
+        out *= z
+    return out
+
+
+SMALL = 4096  # from this many multiply-adds on, a product goes to BLAS instead of plain loops
+
+
+@njit(cache=True)
 def _activation_terms(A, B, w, s, p, nu):
-    """Z = A Bᵀ, D = w φ'(Z), C = 2 w² φ' φ'' ‖b‖², φ(Z) for φ = z^p + νz."""
+    """Z = A Bᵀ (BLAS when large), D = w φ'(Z), C = 2 w² φ' φ'' ‖b‖², φ(Z) for φ = z^p + νz."""
     m, r = A.shape
     n = B.shape[0]
+    Z = np.dot(A, B.T) if m * n * r >= SMALL else np.empty((0, 0))
     D = np.empty((m, n))
     C = np.empty((m, n))
     P = np.empty((m, n))
     for j in range(m):
         for i in range(n):
-            z = 0.0
-            for a in range(r):
-                z += A[j, a] * B[i, a]
-            zp2 = z ** (p - 2)
+            if Z.size:
+                z = Z[j, i]
+            else:
+                z = 0.0
+                for a in range(r):
+                    z += A[j, a] * B[i, a]
+            zp2 = _ipow(z, p - 2)
             d1 = p * zp2 * z + nu
             d2 = p * (p - 1) * zp2
             D[j, i] = w[j] * d1
@@ -38,8 +54,10 @@ def _activation_terms(A, B, w, s, p, nu):
 
 @njit(cache=True)
 def _multipliers(D, C, K):
-    """G = (DᵀD) ∘ K and J∇F: h1_i = Σ_j D_ji (C K)_ji."""
+    """G = (DᵀD) ∘ K and J∇F: h1_i = Σ_j D_ji (C K)_ji (plain loops, or BLAS when large)."""
     m, n = D.shape
+    if m * n * n >= SMALL:
+        return np.dot(D.T, D) * K, np.sum(D * np.dot(C, K), axis=0)
     G = np.empty((n, n))
     h1 = np.zeros(n)
     for i in range(n):
@@ -59,9 +77,11 @@ def _multipliers(D, C, K):
 
 @njit(cache=True)
 def _combine(D, C, lam, B):
-    """v = (D ∘ λ − C) B."""
+    """v = (D ∘ λ − C) B (plain loops, or BLAS when large)."""
     m, n = D.shape
     r = B.shape[1]
+    if m * n * r >= SMALL:
+        return np.dot(D * lam - C, B)
     v = np.zeros((m, r))
     for j in range(m):
         for i in range(n):
