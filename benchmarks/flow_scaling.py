@@ -3,8 +3,8 @@
 One JSON line per size. Every measurement runs in a fresh child process pinned to one
 core (``sched_setaffinity``) with one BLAS thread, after a warm-up flow there (numba
 compilation and imports excluded). Problems: unit-norm Uniform[0, 1] data, Uniform[0, 1]
-labels, w = 1, θ0 ~ N(0, 0.1²) (retracted onto M first), φ = z³ + 0.1z, seeds as in
-``benchmarks/flow_fig1a.py``. ``new``: :func:`simbias.flow.run_flow`; ``old``:
+labels, w = 1, θ0 ~ N(0, 0.1²) (retracted onto M first), φ = z³ + 0.1z; draw s uses data seed s,
+label seed 1000 + s and init seed 2000 + s. ``new``: :func:`simbias.flow.run_flow`; ``old``:
 :func:`simbias.flow_reference.run_flow_dense` (the integrator it replaced), run where
 m·d ≤ ``--old-max-md``. ``rss_mb``: the child's peak resident memory minus its resident
 memory after the warm-up, in MB. ``ratio``: old seconds / new seconds, measured one after
