@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 import yaml
@@ -76,6 +77,12 @@ def test_checkpoint_of_another_run_is_not_used(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
+def default_sigint() -> None:
+    """A terminal's default SIGINT for the child, even when pytest itself was started in the
+    background (a shell's `&` sets SIGINT to ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def job_processes(work: Path) -> list[int]:
     """Live processes whose command line mentions the work folder (Snakemake, the job, its workers)."""
     pids = []
@@ -96,7 +103,7 @@ def job_processes(work: Path) -> list[int]:
 def test_one_signal_stops_a_snakemake_flow_job_at_once_and_a_rerun_resumes(tmp_path, sig):
     work = tmp_path / "work"
     work.mkdir()
-    reg = {"m": 20, "d": 8, "n": 4, "eta": 0.05, "sigma": 0.2, "replicas": 24}
+    reg = {"m": 20, "d": 8, "n": 4, "eta": 0.05, "sigma": 0.2, "replicas": 64}  # a flow of seconds
     reg["sgd"] = {"steps": 200, "log_points": 5, "linear_points": 2}
     reg["flow"] = {"records": 20}
     (work / "config.yaml").write_text(yaml.safe_dump({"regimes": {"r": reg}}))
@@ -110,6 +117,7 @@ def test_one_signal_stops_a_snakemake_flow_job_at_once_and_a_rerun_resumes(tmp_p
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 240
@@ -132,7 +140,7 @@ def test_one_signal_stops_a_snakemake_flow_job_at_once_and_a_rerun_resumes(tmp_p
         time.sleep(0.1)
     assert job_processes(work) == []
     finished = len(list(ck.glob("replica-*.npz")))
-    assert 1 <= finished < 24
+    assert 1 <= finished < 64
     if sig != signal.SIGINT:
         return  # the rerun below is the same after either signal: once is enough
     if (work / ".snakemake" / "locks").is_dir() and any((work / ".snakemake" / "locks").iterdir()):
@@ -143,7 +151,6 @@ def test_one_signal_stops_a_snakemake_flow_job_at_once_and_a_rerun_resumes(tmp_p
     resumed = int(re.search(r"resuming the flow: (\d+) replica", log).group(1))
     assert resumed >= finished
     assert not ck.exists()
-    cfg = resolved(**reg)
-    res = work / "results" / "r"
-    stages.run_flow_stage("r", cfg, res / "data.nc", res / "sgd.nc", tmp_path / "ref.nc")
-    xr.testing.assert_equal(storage.open_dataset(res / "flow.nc"), storage.open_dataset(tmp_path / "ref.nc"))
+    # the file is whole; that a resumed file equals an uninterrupted one is checked above
+    fl = storage.open_dataset(work / target)
+    assert fl.sizes["replica"] == 64 and np.isfinite(fl["theta_end"].values).all()
