@@ -5,11 +5,16 @@ Each replica continues from SGD's last iterate:
 1. Newton (Gauss–Newton) retraction onto M; if Newton cannot start or does not
    converge, gradient flow on L first (Lemma 11), then Newton.
 2. The flow, integrated with SciPy's BDF (implicit, variable order and step,
-   error-controlled): the early phase is fast and the late phase slow, so the
-   step grows by orders of magnitude (DESIGN.md §1; issue facts (a), (b)).
-   Between record times the iterate is retracted back onto M, so the recorded
-   loss stays at round-off.
+   error-controlled): the early phase is fast and the late phase slow (the slowest
+   rate is set by μ = λ_min(XXᵀ), Theorem 3), so the step grows by orders of
+   magnitude. It runs in the reduced coordinates of :mod:`simbias.flow_field`
+   (m × rank X unknowns) with an analytic Jacobian and Woodbury solves
+   (docs/performance.md). At every record time the iterate is retracted onto M
+   (Newton) before it is stored, so the recorded loss stays at round-off.
 3. Stop once ‖∇_M F‖ ≤ tol, or when the τ budget is spent.
+
+:func:`run_flows` runs the replicas in worker processes, stops at once on Ctrl-C or
+SIGTERM, and saves each finished replica to a checkpoint (:mod:`simbias.flow_checkpoint`).
 
 A replica whose gradient is small but whose F stays above F* near a zero
 pre-activation (φ'(0) = 0 for ν = 0) is reported as stalled, never as converged.
