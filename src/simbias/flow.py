@@ -235,6 +235,7 @@ def run_flow(
             if bdf.status == "failed":
                 status = "integration_failed"
                 log.warning("BDF failed at τ = %.4g", bdf.t)
+                A, tau_now = on_m(bdf.y), float(bdf.t)  # the last accepted step
                 break
             t0, t1 = bdf.t_old, bdf.t
             g_new = gnorm(bdf.y)
