@@ -63,7 +63,7 @@ def test_flow_reaches_theorem2_point(k, nu, wkind, seed):
 
 
 def test_badly_conditioned_data_converges():
-    """μ ≈ 2e-4 (issue fact (a)): the flow needs τ ~ 1e4 and still converges, in under a few seconds."""
+    """μ ≈ 2e-4: the flow needs τ ~ 1e4 and still converges, in under a few seconds."""
     rng = np.random.default_rng(0)
     act = OddPower(1, 0.1)
     X = rng.uniform(0, 1, (3, 3))
@@ -88,7 +88,7 @@ def test_badly_conditioned_data_converges():
 
 
 def test_stall_is_never_reported_as_convergence():
-    """ν = 0 (issue fact (c)): start with every z_j2 ≈ 0 while y_2 ≠ 0. Since φ'(0) = 0 the
+    """ν = 0: start with every z_j2 ≈ 0 while y_2 ≠ 0. Since φ'(0) = 0 the
     flow sits at a near-stationary point with F well above F*; it must be flagged, not converged."""
     rng = np.random.default_rng(3)
     act = OddPower(1, 0.0)

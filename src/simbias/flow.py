@@ -5,11 +5,16 @@ Each replica continues from SGD's last iterate:
 1. Newton (Gauss–Newton) retraction onto M; if Newton cannot start or does not
    converge, gradient flow on L first (Lemma 11), then Newton.
 2. The flow, integrated with SciPy's BDF (implicit, variable order and step,
-   error-controlled): the early phase is fast and the late phase slow, so the
-   step grows by orders of magnitude (DESIGN.md §1; issue facts (a), (b)).
-   Between record times the iterate is retracted back onto M, so the recorded
-   loss stays at round-off.
+   error-controlled): the early phase is fast and the late phase slow (the slowest
+   rate is set by μ = λ_min(XXᵀ), Theorem 3), so the step grows by orders of
+   magnitude. It runs in the reduced coordinates of :mod:`simbias.flow_field`
+   (m × rank X unknowns) with an analytic Jacobian and Woodbury solves
+   (docs/performance.md). At every record time the iterate is retracted onto M
+   (Newton) before it is stored, so the recorded loss stays at round-off.
 3. Stop once ‖∇_M F‖ ≤ tol, or when the τ budget is spent.
+
+:func:`run_flows` runs the replicas in worker processes, stops at once on Ctrl-C or
+SIGTERM, and saves each finished replica to a checkpoint (:mod:`simbias.flow_checkpoint`).
 
 A replica whose gradient is small but whose F stays above F* near a zero
 pre-activation (φ'(0) = 0 for ν = 0) is reported as stalled, never as converged.
@@ -18,17 +23,22 @@ pre-activation (φ'(0) = 0 for ν = 0) is reported as stalled, never as converge
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
 
-from . import model
+from . import flow_field, model
+from .activations import OddPower
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,71 @@ def record_offsets(tau_max: float, records: int, first: float = 1e-4) -> np.ndar
     return np.concatenate([[0.0], np.logspace(np.log10(first), np.log10(tau_max), records - 1)])
 
 
+def empty_records(T: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """NaN-filled per-record arrays of one replica."""
+    return {
+        "theta": np.full((T,) + shape, np.nan),
+        "loss": np.full(T, np.nan),
+        "sharpness": np.full(T, np.nan),
+        "grad_norm": np.full(T, np.nan),
+    }
+
+
+def start(act, theta_start, X, y, w, tau_max: float, records: int):
+    """Record times, empty records and the retracted start: (offsets, rec, θ, how, result if it failed)."""
+    offsets = record_offsets(tau_max, records)
+    rec = empty_records(offsets.size, theta_start.shape)
+    theta, how = retract(act, theta_start, X, y, w)
+    failed = None
+    if how == "failed":
+        failed = FlowResult(
+            offsets,
+            **rec,
+            theta_end=theta,
+            tau_end=0.0,
+            grad_norm_end=np.nan,
+            tau_eps=np.nan,
+            retraction=how,
+            status="retraction_failed",
+        )
+    return offsets, rec, theta, how, failed
+
+
+def finish(act, theta, X, w, offsets, rec, how, status, tau_end, g_end, tau_eps, nfev, eps, z_star, F_star):
+    """The FlowResult of a finished flow; a small gradient with F above F* is a stall near z = 0
+    (φ'(0) = 0) or a stationary point off target, never "converged"."""
+    status, notes = _verdict(act, theta, X, w, status, z_star, F_star)
+    return FlowResult(
+        tau=offsets,
+        **rec,
+        theta_end=theta,
+        tau_end=tau_end,
+        grad_norm_end=g_end,
+        tau_eps=np.nan if tau_eps is None or g_end > eps else tau_eps,
+        retraction=how,
+        status=status,
+        nfev=nfev,
+        notes=notes,
+    )
+
+
+def _verdict(act, theta: np.ndarray, X, w, status: str, z_star, F_star) -> tuple[str, list[str]]:
+    notes: list[str] = []
+    if z_star is None or F_star is None:
+        return status, notes
+    F_end = float(model.sharpness(np, act, theta[None], X, w)[0])
+    gap = F_end - F_star
+    if gap > 1e-8 * max(1.0, abs(F_star)):
+        near_zero = float(np.min(np.abs(theta @ X.T)))
+        if near_zero < 1e-3 and act.rho1 == 0:
+            status = "stalled_near_zero_preactivation"
+            notes.append(f"min|z| = {near_zero:.2e} with φ'(0) = 0; F − F* = {gap:.3e}")
+        elif status == "converged":
+            status = "stationary_not_at_target"
+            notes.append(f"‖∇_M F‖ ≤ tol but F − F* = {gap:.3e}")
+    return status, notes
+
+
 def run_flow(
     act,
     theta_start: np.ndarray,
@@ -92,141 +167,161 @@ def run_flow(
     rtol: float = 1e-8,
     atol: float = 1e-11,
 ) -> FlowResult:
-    """Integrate one replica's flow from SGD's last iterate (shape (m, d))."""
-    shape = theta_start.shape
-    offsets = record_offsets(tau_max, records)
+    """Integrate one replica's flow from SGD's last iterate (shape (m, d)).
+
+    One BDF run (:class:`simbias.flow_field.StructuredBDF`) in the reduced coordinates
+    of :mod:`simbias.flow_field`, with the analytic Jacobian and Woodbury solves. At each
+    record time the BDF's interpolant is retracted onto M (Newton) and stored; ‖∇_M F‖
+    is checked after every step, and its crossings of ``eps`` and ``tol`` are located on
+    the interpolant (Brent's method), as SciPy's events would.
+    """
+    offsets, rec, theta, how, failed = start(act, theta_start, X, y, w, tau_max, records)
+    if failed is not None:
+        return failed
     T = offsets.size
-    rec = {
-        "theta": np.full((T,) + shape, np.nan),
-        "loss": np.full(T, np.nan),
-        "sharpness": np.full(T, np.nan),
-        "grad_norm": np.full(T, np.nan),
-    }
-    theta, how = retract(act, theta_start, X, y, w)
-    if how == "failed":
-        return FlowResult(
-            offsets,
-            **rec,
-            theta_end=theta,
-            tau_end=0.0,
-            grad_norm_end=np.nan,
-            tau_eps=np.nan,
-            retraction=how,
-            status="retraction_failed",
-        )
+    red = flow_field.Reduction.of(X)
+    A0, perp = red.reduce(theta)
+    B, ared = red.B, A0.shape
+    prob = flow_field.Problem(act, B, y, w)
 
-    def gnorm(th: np.ndarray) -> float:
-        return float(model.norm(np, model.riemannian_grad(np, act, th[None], X, w))[0])
+    def gnorm(a: np.ndarray) -> float:
+        return prob.grad_norm(a.reshape(ared))
 
-    def store(i: int, th: np.ndarray) -> float:
-        g = gnorm(th)
+    def on_m(a: np.ndarray) -> np.ndarray:
+        return model.newton_retract(np, act, a.reshape((1,) + ared), B, y, w)[0][0]
+
+    def store(i: int, a: np.ndarray) -> None:
+        th = red.expand(a, perp)
         rec["theta"][i] = th
         rec["loss"][i] = float(model.loss(np, act, th[None], X, y, w)[0])
         rec["sharpness"][i] = float(model.sharpness(np, act, th[None], X, w)[0])
-        rec["grad_norm"][i] = g
-        return g
+        rec["grad_norm"][i] = gnorm(a)
 
     def fun(t, v):
-        return model.flow_velocity(np, act, v.reshape((1,) + shape), X, y, w).ravel()
+        return prob.velocity(v.reshape(ared)).ravel()
 
     def jac(t, v):
-        """Forward-difference Jacobian, all m·d columns in one batched evaluation."""
-        h = np.sqrt(np.finfo(float).eps) * np.maximum(1.0, np.abs(v))
-        pts = v[None, :] + np.diag(h)
-        f_all = model.flow_velocity(np, act, np.vstack([v[None], pts]).reshape((-1,) + shape), X, y, w)
-        f_all = f_all.reshape(f_all.shape[0], -1)
-        return ((f_all[1:] - f_all[0]) / h[:, None]).T
+        return flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(ared)))
 
-    def at_tol(t, v):
-        return np.log(gnorm(v.reshape(shape)) / tol)
+    def crossing(sol, level: float, lo: float, hi: float) -> float:
+        """Where ‖∇_M F‖ = level inside the step [lo, hi] (hi if it does not change sides there)."""
 
-    def eps_down(t, v):
-        return np.log(gnorm(v.reshape(shape)) / eps)
+        def f(t: float) -> float:
+            return float(np.log(gnorm(sol(t)) / level))
 
-    def eps_up(t, v):
-        return eps_down(t, v)
+        if f(lo) * f(hi) > 0:
+            return hi
+        return float(brentq(f, lo, hi, xtol=4e-16 * max(1.0, hi)))
 
-    at_tol.terminal = True
-    at_tol.direction = -1
-    eps_down.direction = -1
-    eps_up.direction = 1
+    def store_until(i: int, t: float, sol) -> int:
+        """Store the records with offsets ≤ t from the step's interpolant, retracted onto M."""
+        while i + 1 < T and offsets[i + 1] <= t:
+            i += 1
+            store(i, on_m(sol(offsets[i])))
+        return i
 
-    g = store(0, theta)
+    A = A0
+    g = gnorm(A)
+    store(0, A)
     # tau_eps: the offset after which ‖∇_M F‖ ≤ eps held (None while it is above eps)
     tau_eps: float | None = 0.0 if g <= eps else None
-    tau_now, nfev, status = 0.0, 0, "tau_budget_exhausted"
-    i = 0
+    tau_now, nfev, status, i = 0.0, 0, "tau_budget_exhausted", 0
     if g <= tol:
         status = "converged"
-    while status != "converged" and i + 1 < T:
-        sol = solve_ivp(
-            fun,
-            (tau_now, offsets[i + 1]),
-            theta.ravel(),
-            method="BDF",
-            jac=jac,
-            events=(at_tol, eps_down, eps_up),
-            rtol=rtol,
-            atol=atol,
-        )
-        nfev += sol.nfev
-        if sol.status == -1:
-            status = "integration_failed"
-            log.warning("BDF failed: %s", sol.message)
-            break
-        crossings = [(t, -1) for t in sol.t_events[1]] + [(t, 1) for t in sol.t_events[2]]
-        for t, direction in sorted(crossings):
-            tau_eps = float(t) if direction < 0 else None
-        theta, _ = model.newton_retract(np, act, sol.y[:, -1].reshape((1,) + shape), X, y, w)
-        theta = theta[0]
-        tau_now = float(sol.t[-1])
-        i += 1
-        if sol.status == 1 and sol.t_events[0].size:  # reached tol between records: stop here
-            if gnorm(theta) <= tol * 1.01:
-                status = "converged"
-        else:
-            store(i, theta)
-    g_end = gnorm(theta)
-    if g_end > eps:
-        tau_eps = None
-    notes = []
-    if z_star is not None and F_star is not None:
-        Z = theta @ X.T
-        F_end = float(model.sharpness(np, act, theta[None], X, w)[0])
-        gap = F_end - F_star
-        if gap > 1e-8 * max(1.0, abs(F_star)):
-            near_zero = float(np.min(np.abs(Z)))
-            if near_zero < 1e-3 and act.rho1 == 0:
-                status = "stalled_near_zero_preactivation"
-                notes.append(f"min|z| = {near_zero:.2e} with φ'(0) = 0; F − F* = {gap:.3e}")
-            elif status == "converged":
-                status = "stationary_not_at_target"
-                notes.append(f"‖∇_M F‖ ≤ tol but F − F* = {gap:.3e}")
-    return FlowResult(
-        tau=offsets,
-        **rec,
-        theta_end=theta,
-        tau_end=tau_now,
-        grad_norm_end=g_end,
-        tau_eps=np.nan if tau_eps is None else tau_eps,
-        retraction=how,
-        status=status,
-        nfev=nfev,
-        notes=notes,
+    else:
+        bdf = flow_field.StructuredBDF(fun, 0.0, A.ravel(), offsets[-1], jac=jac, rtol=rtol, atol=atol)
+        while True:
+            bdf.step()
+            if bdf.status == "failed":
+                status = "integration_failed"
+                log.warning("BDF failed at τ = %.4g", bdf.t)
+                A, tau_now = on_m(bdf.y), float(bdf.t)  # the last accepted step
+                break
+            t0, t1 = bdf.t_old, bdf.t
+            g_new = gnorm(bdf.y)
+            crossed = (g_new <= eps) != (g <= eps)
+            recording = i + 1 < T and offsets[i + 1] <= t1
+            sol = bdf.dense_output() if (g_new <= tol or crossed or recording) else None
+            if crossed:
+                tau_eps = crossing(sol, eps, t0, t1) if g_new <= eps else None
+            g = g_new
+            if g_new <= tol:
+                t_stop = crossing(sol, tol, t0, t1)
+                i = store_until(i, t_stop, sol)
+                A = on_m(sol(t_stop))
+                if gnorm(A) <= tol * 1.01:  # met tol between records: stop here
+                    tau_now, status = t_stop, "converged"
+                    break
+            i = store_until(i, t1, sol)
+            if bdf.status == "finished":
+                A, tau_now = on_m(bdf.y), t1
+                break
+        nfev = bdf.nfev
+    g_end = gnorm(A)
+    return finish(
+        act,
+        red.expand(A, perp),
+        X,
+        w,
+        offsets,
+        rec,
+        how,
+        status,
+        tau_now,
+        g_end,
+        tau_eps,
+        nfev,
+        eps,
+        z_star,
+        F_star,
     )
 
 
-def _flow_task(args) -> tuple[FlowResult | None, float]:
-    """One replica's flow (a process-pool task): (result or None if θ is not finite, seconds)."""
-    act, theta, X, y, w, kw = args
+def _flow_task(args) -> tuple[int, FlowResult, float]:
+    """One replica's flow (a pool task): (replica, result, seconds)."""
+    r, act, theta, X, y, w, kw = args
     t0 = time.monotonic()
-    if not np.isfinite(theta).all():
-        return None, 0.0
-    return run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
+    return r, run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
+
+
+def _worker_init() -> None:
+    """Pool workers leave SIGINT to the parent (which terminates them) and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):  # Linux: SIGKILL when the parent dies, even by kill -9
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during :func:`run_flows`, raised like Ctrl-C so the same clean-up runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """In the main thread, turn SIGTERM into :class:`Terminated` for the duration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _warm_up(act) -> None:
+    """Load (or compile) the numba kernels once, before forking, so workers inherit them."""
+    if isinstance(act, OddPower):
+        X = np.eye(2, 3)
+        run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), tol=1e-3, tau_max=1.0, records=2)
 
 
 def _one_blas_thread():
-    """Cap BLAS at one thread: the flow's matrices (m·d ≤ a few hundred) only lose from more."""
+    """Cap BLAS at one thread: the flow's matrices are small, and one process runs per core."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
@@ -249,36 +344,60 @@ def run_flows(
     *,
     workers: int = 1,
     on_result: Callable[[int, FlowResult | None, float], None] | None = None,
+    checkpoint=None,
     **kw,
 ) -> list[FlowResult | None]:
     """:func:`run_flow` for every replica of ``thetas`` (R, m, d); None where θ is not finite.
 
     Replicas are independent and each runs exactly as :func:`run_flow` alone, so
-    ``workers`` > 1 (a pool of forked processes, one replica per task) gives the same
-    results as ``workers = 1``, in replica order. BLAS runs on one thread per process.
-    ``on_result(r, result, seconds)`` is called in replica order as results come in.
+    ``workers`` > 1 (forked processes, one replica per task) gives the same results as
+    ``workers = 1``, in replica order. BLAS runs on one thread per process.
+    ``on_result(r, result, seconds)`` is called as each replica finishes.
+
+    ``checkpoint`` (a :class:`simbias.flow_checkpoint.FlowCheckpoint`): replicas it holds
+    are not run again, and each newly finished one is saved to it at once.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run at once: the workers are terminated and
+    :class:`KeyboardInterrupt` (:class:`Terminated` for SIGTERM) propagates, so nothing
+    is written; finished replicas stay in the checkpoint.
     """
-    tasks = [(act, th, X, y, w, kw) for th in thetas]
-    n_finite = sum(bool(np.isfinite(th).all()) for th in thetas)
-    workers = max(1, min(int(workers), n_finite))
+    R = len(thetas)
+    results: list[FlowResult | None] = [None] * R
+    done = checkpoint.load() if checkpoint is not None else {}
+    todo = []
+    for r, th in enumerate(thetas):
+        if r in done:
+            results[r] = done[r]
+        elif np.isfinite(th).all():
+            todo.append((r, act, th, X, y, w, kw))
+        elif on_result is not None:
+            on_result(r, None, 0.0)
+    workers = max(1, min(int(workers), len(todo)))
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         log.info("no fork start method here: running the flow's replicas one after another")
         workers = 1
-    results: list[FlowResult | None] = []
-    with _one_blas_thread():  # set before forking, so the workers inherit it
+
+    def finished(r: int, res: FlowResult, secs: float) -> None:
+        results[r] = res
+        if checkpoint is not None:
+            checkpoint.save(r, res)
+        if on_result is not None:
+            on_result(r, res, secs)
+
+    with _one_blas_thread(), _sigterm_interrupts():  # BLAS limit set before forking: inherited
         if workers == 1:
-            outs = map(_flow_task, tasks)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("fork").Pool(workers)
-            outs = pool.imap(_flow_task, tasks, chunksize=1)
+            for task in todo:
+                finished(*_flow_task(task))
+            return results
+        _warm_up(act)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
         try:
-            for r, (res, secs) in enumerate(outs):
-                results.append(res)
-                if on_result is not None:
-                    on_result(r, res, secs)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+            for out in pool.imap_unordered(_flow_task, todo, chunksize=1):
+                finished(*out)
+        except BaseException:
+            pool.terminate()  # fail fast: kill the workers, never wait for their tasks
+            pool.join()
+            raise
+        pool.close()
+        pool.join()
     return results

@@ -16,10 +16,11 @@ import xarray as xr
 from . import analysis, model, storage, theory
 from .activations import make_activation
 from .backend import get_backend
-from .checkpoint import SGDCheckpoint
+from .checkpoint import SGDCheckpoint, fingerprint
 from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
 from .flow import run_flows, thread_budget
+from .flow_checkpoint import FlowCheckpoint
 from .sgd import label_noise_sgd, record_schedule, tau_of_step
 
 log = logging.getLogger(__name__)
@@ -306,8 +307,15 @@ def _targets(act, X, y, w):
     return z, theory.min_sharpness(act, z, X, w), app
 
 
-def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: str) -> None:
-    """flow.nc: each replica continued from SGD's last iterate by dθ/dτ = −∇_M F."""
+def run_flow_stage(
+    regime: str, cfg: dict, data_path: str, sgd_path: str, out: str, checkpoint_path: str | None = None
+) -> None:
+    """flow.nc: each replica continued from SGD's last iterate by dθ/dτ = −∇_M F.
+
+    With ``checkpoint_path`` (a folder) every finished replica is saved there at once; a
+    rerun after a kill runs only the others and writes the same flow.nc. The folder is
+    deleted once flow.nc is written.
+    """
     data, X, y, w = _inputs(data_path)
     sgd = storage.open_dataset(sgd_path)
     act = make_activation(cfg["activation"])
@@ -335,6 +343,16 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
             "; ".join(res.notes),
         )
 
+    settings = dict(tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"])
+    ckpt = None
+    if checkpoint_path:
+        ckpt = FlowCheckpoint(
+            checkpoint_path,
+            regime=regime,
+            config_sha256=regime_sha256(job_config(cfg)),
+            code=code_version("run_flow"),
+            inputs=fingerprint(theta=theta_last, X=X, y=y, w=w, tau0=tau0, **settings),
+        )
     t0 = time.monotonic()
     results = run_flows(
         act,
@@ -344,10 +362,8 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
         w,
         workers=workers,
         on_result=report,
-        tol=f["tol"],
-        tau_max=f["tau_max"],
-        records=f["records"],
-        eps=cfg["theory"]["epsilon"],
+        checkpoint=ckpt,
+        **settings,
         z_star=z_star,
         F_star=F_star,
     )
@@ -411,6 +427,8 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
     storage.write_netcdf(ds, out)
+    if ckpt is not None:
+        ckpt.clear()
 
 
 def compare(

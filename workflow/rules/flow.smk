@@ -9,10 +9,12 @@ rule run_flow:
     benchmark:
         "benchmarks/out/{regime}/run_flow.tsv"
     # one flow process per thread over the replicas (simbias.flow.run_flows; Snakemake
-    # passes it as OMP_NUM_THREADS and caps it at --cores)
+    # passes it as OMP_NUM_THREADS and caps it at --cores); Ctrl-C or SIGTERM ends them at once
     threads: 4
     params:
         cfg=regime_cfg,
         code=code_version("run_flow"),
+        # finished replicas, kept outside the output so a killed job resumes from them
+        checkpoint=lambda wildcards: f"{RESULTS}/.checkpoints/{wildcards.regime}/run_flow",
     script:
         "../scripts/run_flow.py"

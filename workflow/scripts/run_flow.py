@@ -7,4 +7,5 @@ stages.run_flow_stage(
     snakemake.input.data,
     snakemake.input.sgd,
     snakemake.output[0],
+    checkpoint_path=snakemake.params.checkpoint,
 )
