@@ -111,6 +111,87 @@ CATALOGUE = [
         ["line 1", "python/object/apply:os.system", "safe loader"],
     ),
 ]
+
+# An alias bomb: 9 levels of 9 aliases, 9^9 (about 4e8) values once expanded, in 400 bytes.
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+BOMB = "l0: &l0 [x]\n" + BOMB
+
+# Issue 15: hostile configs (costs, integers, names, sweeps, paths, aliases)
+CATALOGUE += [
+    ("memory_m_1e9", regime_text(m=1e9), [r1("m"), "of memory", "over limits.memory_gb = 4", "memory_gb:"]),
+    ("memory_replicas_1e9", regime_text(replicas=10**9), [r1("replicas"), "of memory", "TB"]),
+    (
+        "memory_linear_points",
+        regime_text(sgd={"steps": 10**6, "linear_points": 10**9}),
+        [r1("sgd.linear_points")],
+    ),
+    ("memory_flow_records", regime_text(flow={"records": 10**9}), [r1("flow.records"), "flow.nc"]),
+    ("memory_n_1e8", regime_text(n=10**8), [r1("n"), "of memory", "XXᵀ"]),
+    (
+        "time_steps_1e18",
+        regime_text(sgd={"steps": 10**18}),
+        [r1("sgd.steps"), "years", "over limits.hours = 24"],
+    ),
+    (
+        "time_replicas",
+        regime_text(replicas=5 * 10**4, sgd={"steps": 10**7}),
+        [r1("replicas"), "limits.hours"],
+    ),
+    (
+        "int64_steps_1e19",
+        regime_text(sgd={"steps": 1e19}),
+        [r1("sgd.steps"), "does not fit a 64-bit integer"],
+    ),
+    ("int64_literal_1e23", regime_text(sgd={"seed": 10**23}), [r1("sgd.seed"), "64-bit integer"]),
+    ("limits_not_positive", "limits: {memory_gb: 0}\n" + regime_text(), ["field 'limits.memory_gb'", "> 0"]),
+    ("alias_bomb", BOMB + regime_text(), ["more than 100000 values", "alias"]),
+    (
+        "alias_bomb_in_sweep_of",
+        "regimes:\n  r1: {m: 3, d: 2, n: 2, eta: 0.05, sigma: 0.1, sweep_of: &b [*b]}\n".replace(
+            "&b [*b]", "{base: r1, point: {}, axes: []}"
+        ),
+        [r1("sweep_of"), "do not write it"],
+    ),
+    ("sweep_without_axes", regime_text(sweep={"mode": "zip"}), [r1("sweep"), "no axis to sweep"]),
+    ("results_absolute", "results: /tmp/x\n" + regime_text(), ["field 'results'", "plain relative folder"]),
+    ("results_dotdot", "results: ../x\n" + regime_text(), ["field 'results'", "'../x'"]),
+    ("results_dot", "results: .\n" + regime_text(), ["field 'results'"]),
+    ("results_newline", 'results: "a\\nb"\n' + regime_text(), ["field 'results'", "'a\\nb'"]),
+    ("results_braces", "results: 'out{regime}'\n" + regime_text(), ["field 'results'", "out{regime}"]),
+    (
+        "results_rst_link",
+        "results: 'x`_ `y <javascript:alert(1)>`_'\n" + regime_text(),
+        ["field 'results'", "plain relative folder"],
+    ),
+    ("name_final_newline", regime_text("abc\n"), ["regime name 'abc\\n' is not path-safe", "line breaks"]),
+    (
+        "name_read_as_float",
+        "regimes:\n  1.5: {m: 3}\n",
+        ["regime name 1.5 is read by YAML as a number", "quote it"],
+    ),
+    (
+        "name_read_as_int",
+        "regimes:\n  42: {m: 3}\n",
+        ["regime name 42 is read by YAML as a whole number", "quote it"],
+    ),
+    ("name_read_as_null", "regimes:\n  ~: {m: 3}\n", ["regime name ~ (null) is read by YAML as nothing"]),
+    (
+        "name_read_as_date",
+        "regimes:\n  2024-01-01: {m: 3}\n",
+        ["regime name 2024-01-01 is read by YAML as a date", "quote it"],
+    ),
+    ("name_too_long", regime_text("a" * 300), ["300 characters long", "at most 80"]),
+    (
+        "sweep_point_name_too_long",
+        regime_text("a" * 75, sweep={"eta": [0.05]}),
+        ["regime '" + "a" * 75 + "__eta-0p05'", "at most 80"],
+    ),
+    (
+        "weights_all_zero",
+        regime_text(weights={"kind": "list", "values": [0, 0, 0]}),
+        [r1("weights.values"), "all 3 weights are 0"],
+    ),
+]
 if not cupy_usable()[0]:
     CATALOGUE.append(
         ("cupy_without_gpu", regime_text(backend="cupy"), [r1("backend"), "needs a usable GPU", "numpy"])

@@ -6,8 +6,13 @@ follows the output contract (DESIGN.md §3).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,7 +175,12 @@ def run_sgd(
     With ``checkpoint_path`` the loop saves its state there every
     ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds and, when
     rerun after a kill, resumes from it; the checkpoint is deleted once sgd.nc is written.
+    A hard link to the finished sgd.nc stays beside it (see :func:`_finished_sgd`), so a
+    kill after sgd.nc is in place but before Snakemake records the job does not redo SGD.
     """
+    finished = _finished_sgd(checkpoint_path, regime, cfg, data_path)
+    if finished is not None and finished.reuse(out):
+        return
     data, X, y, w = _inputs(data_path)
     xp, backend = get_backend(cfg["backend"])
     log.info("%s: backend %s (requested %s), dtype %s", regime, backend, cfg["backend"], cfg["dtype"])
@@ -214,6 +224,7 @@ def run_sgd(
         sam_rho=alg["rho"] if alg["name"] == "one_sam" else None,
         sam_order=alg["order"],
     )
+    flag_final_divergence(res, s["loss_bound"], s["steps"])
     log.info(
         "%s: %d steps x %d replicas in %.1f s%s",
         regime,
@@ -261,8 +272,90 @@ def run_sgd(
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
     storage.write_netcdf(ds, out)
+    if finished is not None:
+        finished.keep(out)
     if ckpt is not None:
         ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+    if pause := os.environ.get("SIMBIAS_FAULT_PAUSE_AFTER_SGD_WRITE"):  # fault tests only
+        time.sleep(float(pause))
+
+
+class _FinishedSGD:
+    """A hard link to a finished sgd.nc, next to the checkpoint, with what it was made from.
+
+    Snakemake records a job as complete only after its process exits; a kill in between
+    leaves a complete sgd.nc that Snakemake calls incomplete and deletes before the rerun
+    (``--rerun-incomplete``). The link (no extra disk space) survives that, and a rerun of
+    the same regime, config, code, backend and data.nc reuses it instead of redoing SGD.
+    """
+
+    def __init__(self, path: Path, key: dict):
+        self.path, self.meta, self.key = path, path.with_suffix(".json"), key
+
+    def reuse(self, out: str) -> bool:
+        try:
+            ok = self.path.exists() and json.loads(self.meta.read_text()) == self.key
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            self.clear()
+            return False
+        with storage.atomic_path(out) as tmp:
+            shutil.copyfile(self.path, tmp)
+        log.info(
+            "%s: reusing %s, written by an earlier run of this exact job (killed before "
+            "Snakemake recorded it)",
+            self.key["regime"],
+            self.path,
+        )
+        return True
+
+    def keep(self, out: str) -> None:
+        self.clear()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(out, self.path)
+        except OSError:  # no hard links on this file system: a copy
+            shutil.copyfile(out, self.path)
+        self.meta.write_text(json.dumps(self.key))
+
+    def clear(self) -> None:
+        self.meta.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
+def _finished_sgd(checkpoint_path: str | None, regime: str, cfg: dict, data_path: str):
+    if not checkpoint_path:
+        return None
+    key = {
+        "regime": regime,
+        "config_sha256": regime_sha256(job_config(cfg)),
+        "code": code_version("run_sgd"),
+        "data_sha256": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(),
+    }
+    return _FinishedSGD(Path(checkpoint_path).with_name("finished_sgd.nc"), key)
+
+
+def flag_final_divergence(res, loss_bound: float, steps: int) -> None:
+    """Apply the divergence rule once more after the last step (and with 0 steps).
+
+    The loop checks each replica's loss before every step, so a replica that blows up in
+    the last step (or starts above the bound when there are no steps) would otherwise end
+    with ``diverged = 0``. Such a replica is flagged as diverged at step ``steps``, and its
+    record there is set to NaN, like every record from a replica's ``diverged_step`` on.
+    """
+    last = int(np.flatnonzero(res.step == steps)[-1]) if np.any(res.step == steps) else None
+    if last is None:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = ~(res.loss[:, last] <= loss_bound) & ~res.diverged
+    if not bad.any():
+        return
+    log.warning("%d replica(s) diverged in the last step (%d)", int(bad.sum()), steps)
+    res.diverged_step[bad] = steps
+    res.diverged = res.diverged_step >= 0
+    for arr in (res.theta, res.loss, res.sharpness, res.feature_sv, res.weight_sv):
+        arr[bad, last] = np.nan
 
 
 ALGORITHM_TITLES = {

@@ -9,17 +9,21 @@ from simbias.config import (
     data_subset,
     job_config,
     load_schema,
+    parse_overrides,
     read_config_yaml,
     validate_config,
 )
 
 
 def _raw_config():
-    """config.yaml, then each --configfile merged on top, then --config KEY=VALUE.
+    """config.yaml, then each --configfile, then the regimes file, then --config KEY=VALUE.
 
     Every file goes through the safe YAML loader (not Snakemake's configfile:). An extra
     file's regimes merge with config.yaml's: a new name adds a regime, a known name
     overrides only the fields it gives. --replace-workflow-config drops config.yaml.
+    `--config regimes_file=my.yaml` is the safe route for extra regimes: Snakemake itself
+    parses every --configfile first, with yte, which runs Python written in the file
+    (docs/reliability.md); a regimes file is read only by the safe loader.
     """
     extras = list(workflow.overwrite_configfiles)
     settings = workflow.config_settings
@@ -33,11 +37,18 @@ def _raw_config():
             continue
         more = read_config_yaml(extra)
         if not isinstance(more, dict):
+            raise ConfigError(f"{extra}: the top level must be a mapping (regimes: ...)")
+        update_config(raw, more)
+    overrides = parse_overrides(dict(settings.config))
+    regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
+    if regimes_file is not None:
+        more = read_config_yaml(regimes_file)
+        if not isinstance(more, dict):
             raise ConfigError(
-                f"{extra}: the top level must be a mapping (regimes: ...)"
+                f"{regimes_file}: the top level must be a mapping (regimes: ...)"
             )
         update_config(raw, more)
-    update_config(raw, dict(settings.config))  # --config KEY=VALUE overrides
+    update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw
 
 
@@ -54,6 +65,12 @@ except ConfigError as exc:
     sys.exit(1)
 for _note in _notes:
     sys.stderr.write(f"config note: {_note}\n")
+if workflow.overwrite_configfiles:
+    sys.stderr.write(
+        "config note: Snakemake parses every --configfile itself (yte), which runs Python "
+        "written in the file; for files you did not write, use --config regimes_file=FILE "
+        "(docs/reliability.md)\n"
+    )
 config.clear()
 config.update(_validated)
 
