@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from simbias.backend import cupy_usable
-from simbias.config import ConfigError, load_config_file, validate_config
+from simbias.config import ConfigError, load_config_file, parse_overrides, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"m": 3, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.1, "replicas": 1, "sgd": {"steps": 10}}
@@ -247,6 +247,20 @@ def test_numbers_written_as_text_are_coerced_with_a_note(tmp_path):
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1"]
 CLI_CASES = ["malformed_yaml", "unknown_field_typo", "number_as_text", "name_with_slash", "steps_negative"]
+CLI_CASES += [  # issue 15
+    "memory_m_1e9",
+    "memory_flow_records",
+    "time_steps_1e18",
+    "int64_steps_1e19",
+    "alias_bomb",
+    "alias_bomb_in_sweep_of",
+    "results_absolute",
+    "results_rst_link",
+    "name_final_newline",
+    "name_read_as_float",
+    "sweep_without_axes",
+    "weights_all_zero",
+]
 if not cupy_usable()[0]:
     CLI_CASES.append("cupy_without_gpu")
 
@@ -283,6 +297,70 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case):
     else:
         assert not (tmp_path / "results").exists()
     assert not (tmp_path / "logs").exists()  # no job started
+    # nothing else was written either (a crafted results: folder, a file named by a bad regime)
+    assert {p.name for p in tmp_path.iterdir()} <= {"config.yaml", "results", ".snakemake"}
+
+
+YTE_PAYLOAD = """__use_yte__: true
+regimes:
+  evil:
+    m: 3
+    d: 2
+    n: 2
+    eta: 0.05
+    sigma: ?__import__("os").system("touch PWNED")*0+0.1
+"""
+
+
+def test_regimes_file_is_read_by_the_safe_loader_and_never_runs_code(tmp_path):
+    """--config regimes_file=FILE (the README's route) never goes through Snakemake's yte."""
+    (tmp_path / "config.yaml").write_text(regime_text())
+    (tmp_path / "evil.yaml").write_text(YTE_PAYLOAD)
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(tmp_path), "-n", "--config", "regimes_file=evil.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(out) == 1, out
+    assert "field '__use_yte__': unknown field" in out[0]
+    assert "regime 'evil', field 'sigma': must be a number" in out[0]
+    assert not (tmp_path / "PWNED").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_regimes_file_adds_regimes_and_config_values_are_read_as_yaml(tmp_path):
+    (tmp_path / "config.yaml").write_text(regime_text())
+    (tmp_path / "mine.yaml").write_text(regime_text("mine", sigma=0.2))
+    proc = subprocess.run(
+        SNAKEMAKE
+        + ["-d", str(tmp_path), "-n", "--config", "regimes_file=mine.yaml"]
+        + ["regimes={r1: {data: {normalize: false}}}", "limits={hours: 48}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "results/mine/sgd.nc" in proc.stdout and "results/r1/sgd.nc" in proc.stdout
+    assert "config note" not in proc.stderr  # 'false' and '48' are read as YAML reads them
+    assert not (tmp_path / "results").exists()
+    # the same values through the library: booleans and numbers, not text
+    reg = validate_config(
+        parse_overrides(
+            {"regimes": {"r1": {**GOOD, "data": {"normalize": "false"}}}, "limits": {"hours": "48"}}
+        )
+    )
+    assert reg["regimes"]["r1"]["data"]["normalize"] is False and reg["limits"]["hours"] == 48
+
+
+def test_raised_limits_accept_what_the_defaults_refuse():
+    big = {"regimes": {"r1": {**GOOD, "sgd": {"steps": 10**12}}}}
+    with pytest.raises(ConfigError, match="limits.hours"):
+        validate_config(big)
+    validate_config({**big, "limits": {"hours": 1e6}})
 
 
 def test_snakemake_accepts_numeric_text_with_a_note(tmp_path):

@@ -113,10 +113,12 @@ def read_config_yaml(path: Path | str = "config.yaml") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: not found in {Path.cwd()} (run from the folder that holds config.yaml, "
-            "pass -d FOLDER, or give --configfile)"
-        ) from None
+        hint = (
+            " (run from the folder that holds config.yaml, or pass -d FOLDER)"
+            if path.name == "config.yaml"
+            else ""
+        )
+        raise ConfigError(f"{path}: not found in {Path.cwd()}{hint}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
