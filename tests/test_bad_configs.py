@@ -36,7 +36,13 @@ CATALOGUE = [
     ("eta_negative", regime_text(eta=-0.1), [r1("eta"), "must be > 0"]),
     ("sigma_negative", regime_text(sigma=-0.1), [r1("sigma"), "must be ≥ 0", "σ = 0 is plain gradient"]),
     ("m_not_integer", regime_text(m=2.5), [r1("m"), "whole number", "2.5"]),
-    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 1"]),
+    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 2"]),
+    ("m_one", regime_text(m=1), [r1("m"), "must be ≥ 2", "two neurons"]),
+    (
+        "odd_power_k_1000",
+        regime_text(activation={"name": "odd_power", "k": 1000}),
+        [r1("activation.k"), "≤ 50", "overflows"],
+    ),
     ("n_not_a_number", regime_text(n="three"), [r1("n"), "whole number", "'three'"]),
     ("m_boolean", regime_text(m=True), [r1("m"), "whole number", "got true"]),
     (

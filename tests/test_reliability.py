@@ -419,6 +419,42 @@ def test_a_failing_writer_leaves_the_previous_file_intact(tmp_path):
     assert list(tmp_path.iterdir()) == [target]  # the temporary file is gone
 
 
+def test_temporaries_a_killed_writer_left_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "sgd.nc"
+    left = [tmp_path / ".sgd.k1ll3d_9.nc.tmp", tmp_path / ".sgd.abcdefgh.nc.tmp"]  # mkstemp's names
+    other = [tmp_path / ".sgd_x.abcdefgh.nc.tmp", tmp_path / ".flow.abcdefgh.nc.tmp"]  # other targets'
+    for p in left + other:
+        p.write_bytes(b"half a file")
+    with storage.atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert not any(p.exists() for p in left) and all(p.exists() for p in other)
+
+
+def test_a_corrupt_netcdf_is_named_with_its_recovery(tmp_path):
+    path = tmp_path / "sgd.nc"
+    storage.write_netcdf(xr.Dataset({"a": (("i",), np.arange(10000.0))}), path)
+    path.write_bytes(path.read_bytes()[:2000])  # truncated outside the pipeline
+    with pytest.raises(OSError) as exc:
+        storage.open_dataset(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "corrupt or truncated" in msg and "Delete it and run the same" in msg
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning(tmp_path, problem, caplog, monkeypatch):
+    """A full disk (or a read-only folder) for the optional checkpoint: SGD goes on, with a warning."""
+    from simbias import checkpoint
+
+    def full_disk(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_disk)
+    args, kw = problem
+    ck = SGDCheckpoint(tmp_path / "ck.npz", every_steps=50)
+    assert_same_result(sgd.label_noise_sgd(*args, **kw, checkpoint=ck), sgd.label_noise_sgd(*args, **kw))
+    assert ck.saves == 0 and "not saved" in caplog.text and "No space left" in caplog.text
+
+
 def test_every_output_write_goes_through_atomic_path():
     """to_netcdf, to_csv and savefig are only ever called on the temporary path of atomic_path."""
     files = list((REPO / "src" / "simbias").glob("*.py")) + list((REPO / "workflow" / "scripts").glob("*.py"))

@@ -225,6 +225,8 @@ _HINTS = {
     "eta": "the paper uses 0.05 or 0.1",
     "sigma": "σ = 0 is plain gradient descent",
     "sgd.steps": "0 runs no SGD: the flow starts from θ0",
+    **dict.fromkeys(("m", "d", "n"), "the figures need two neurons and two singular values of Z"),
+    "activation.k": "beyond that z^(2k+1) overflows float64 as soon as |z| is a little above 1",
 }
 
 
