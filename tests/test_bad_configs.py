@@ -180,7 +180,7 @@ CATALOGUE += [
         "regimes:\n  42: {m: 3}\n",
         ["regime name 42 is read by YAML as a whole number", "quote it"],
     ),
-    ("name_read_as_null", "regimes:\n  ~: {m: 3}\n", ["regime name ~ (null) is read by YAML as nothing"]),
+    ("name_read_as_null", "regimes:\n  ~: {m: 3}\n", ["regime name ~ (null) is empty"]),
     (
         "name_read_as_date",
         "regimes:\n  2024-01-01: {m: 3}\n",

@@ -198,7 +198,10 @@ def parse_overrides(values: Any) -> Any:
     if isinstance(values, str):
         try:
             parsed = yaml.safe_load(values)
-        except yaml.YAMLError:
+            if isinstance(parsed, str):  # YAML 1.1 reads 1e6 as text
+                parsed = float(parsed.replace("_", ""))
+                parsed = int(parsed) if parsed.is_integer() and "." not in values else parsed
+        except (yaml.YAMLError, ValueError):
             return values
         if parsed is None or isinstance(parsed, bool | int | float):
             return parsed
@@ -455,13 +458,16 @@ def _check_names(config: dict) -> None:
     if not isinstance(regimes, dict):
         return  # the schema names the problem
     for name, reg in regimes.items():
+        if name is None:
+            raise ConfigError(
+                "regime name ~ (null) is empty: give the regime a name (letters, digits, '_', '-')"
+            )
         if not isinstance(name, str):
             kinds = {bool: "true/false", int: "a whole number", float: "a number"}
             what = next((w for t, w in kinds.items() if isinstance(name, t)), f"a {type(name).__name__}")
-            shown = "~ (null)" if name is None else str(name)
             raise ConfigError(
-                f"regime name {shown} is read by YAML as {'nothing' if name is None else what}, not "
-                f"text: quote it (e.g. '{'' if name is None else name}':) or start it with a letter"
+                f"regime name {name} is read by YAML as {what}, not text: quote it (e.g. '{name}':) "
+                "or start it with a letter"
             )
         if not REGIME_NAME.fullmatch(name):
             raise ConfigError(
