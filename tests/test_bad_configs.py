@@ -377,3 +377,31 @@ def test_snakemake_accepts_numeric_text_with_a_note(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "config note: regime 'r1', field 'eta': read the text '1e-3' as the number 0.001" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_only_validated_values_reach_the_report():
+    """The HTML report's reStructuredText is built from these template expressions only. Each is
+    a number, an enum, a regime name or the results folder (both limited to letters, digits and
+    `_ - . /` above), an output path built from them, or the config inside a literal block: no
+    user text can become rST markup such as a `javascript:` link. A new expression (e.g. a
+    regime's free-text description) must be escaped before it is added to this list."""
+    import re
+
+    allowed = {
+        'cfg | tojson(indent=2) | replace("\\\\u003c", "<") | replace("\\\\u003e", ">") | '
+        'replace("\\\\u0026", "&") | replace("\\\\u0027", "\'") | indent(3, first=True)',
+        'r["activation"] | dictsort | map("join", " = ") | join(", ")',
+        'snakemake.config["results"]',
+        "name",
+        "snakemake.wildcards.base",
+        "snakemake.wildcards.regime",
+        "snakemake.output.csv",
+        "snakemake.output.nc",
+        "snakemake.output.pdf",
+        "snakemake.output[0]",
+    } | {f'{v}["{k}"]' for v in ("cfg", "r") for k in ("d", "eta", "m", "n", "replicas", "sigma", "target")}
+    allowed.add('r["sgd"]["steps"]')
+    used = set()
+    for rst in (REPO / "workflow" / "report").glob("*.rst"):
+        used |= {e.strip() for e in re.findall(r"{{(.*?)}}", rst.read_text())}
+    assert used <= allowed, used - allowed

@@ -153,7 +153,7 @@ MAX_VALUES = 100_000  # a config with more values than this, once aliases are ex
 INT64_MAX = 2**63 - 1
 REGIME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME = 80  # a regime name (or a sweep point's) becomes part of file names; 255 bytes is the usual limit
-RESULTS_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?")
+RESULTS_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
 
 def check_size(data: Any, source: str = "config") -> None:
@@ -496,7 +496,7 @@ def _check_names(config: dict) -> None:
 
 def _check_results(results: str) -> None:
     """results: a plain relative folder (it is put into paths, file names and the report)."""
-    parts = results.rstrip("/").split("/")
+    parts = results.split("/")
     if not RESULTS_FOLDER.fullmatch(results) or ".." in parts or "." in parts:
         raise ConfigError(
             f"field 'results': must be a plain relative folder (letters, digits, '_', '-', '.', and '/' "

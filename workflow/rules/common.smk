@@ -15,6 +15,14 @@ from simbias.config import (
 )
 
 
+def _read_mapping(path):
+    """An extra config file, read by the safe loader; its top level must be a mapping."""
+    more = read_config_yaml(path)
+    if not isinstance(more, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (regimes: ...)")
+    return more
+
+
 def _raw_config():
     """config.yaml, then each --configfile, then the regimes file, then --config KEY=VALUE.
 
@@ -35,19 +43,11 @@ def _raw_config():
     for extra in extras:
         if Path(extra).resolve() == base.resolve():
             continue
-        more = read_config_yaml(extra)
-        if not isinstance(more, dict):
-            raise ConfigError(f"{extra}: the top level must be a mapping (regimes: ...)")
-        update_config(raw, more)
+        update_config(raw, _read_mapping(extra))
     overrides = parse_overrides(dict(settings.config))
     regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
     if regimes_file is not None:
-        more = read_config_yaml(regimes_file)
-        if not isinstance(more, dict):
-            raise ConfigError(
-                f"{regimes_file}: the top level must be a mapping (regimes: ...)"
-            )
-        update_config(raw, more)
+        update_config(raw, _read_mapping(str(regimes_file)))
     update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw
 
