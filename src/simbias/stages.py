@@ -24,7 +24,7 @@ from .backend import get_backend
 from .checkpoint import SGDCheckpoint
 from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
-from .flow import run_flows, thread_budget
+from .flow import record_offsets, run_flows, thread_budget
 from .sgd import label_noise_sgd, record_schedule, tau_of_step
 
 log = logging.getLogger(__name__)
@@ -233,12 +233,12 @@ def run_sgd(
         time.monotonic() - t0,
         "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
     )
-    if res.diverged.all():
-        if ckpt is not None:
-            ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+    failure = ""
+    if res.diverged.all():  # the regime failed: say why, but do not block the other regimes' aggregates
         est = _largest_stable_eta(xp, act, data["theta0"].values, X, y, w, cfg)
-        raise RuntimeError(_all_diverged_message(regime, cfg, res, res.loss[:, 0], est))
-    if res.diverged.any():
+        failure = _all_diverged_message(regime, cfg, res, res.loss[:, 0], est)
+        log.error("%s", failure)
+    elif res.diverged.any():
         log.warning(
             "%s: %d of %d replicas diverged (frozen; NaN records after diverged_step); "
             "flow, comparison and figures leave them out",
@@ -269,6 +269,7 @@ def run_sgd(
     ds.attrs["algorithm"] = alg["name"]
     ds.attrs["clock"] = CLOCKS[alg["name"]]
     ds.attrs["segment_function"] = res.kernel
+    ds.attrs["failure"] = failure  # why the regime failed ('' when it did not)
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
     storage.write_netcdf(ds, out)
@@ -448,7 +449,8 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
         (time.monotonic() - t0) / max(n_run, 1),
     )
     R, (m, d) = len(results), theta_last.shape[1:]
-    offsets = next(r.tau for r in results if r is not None)
+    # every replica diverged in SGD: no flow ran; the records stay NaN on the usual τ grid
+    offsets = next((r.tau for r in results if r is not None), record_offsets(f["tau_max"], f["records"]))
     T = offsets.size
     theta = np.full((R, T, m, d), np.nan)
     per_rec = {k: np.full((R, T), np.nan) for k in ("loss", "sharpness", "grad_norm")}
@@ -653,10 +655,21 @@ def summarize(csv_paths: list[str], out: str) -> None:
                 "theorem2_applicable": bool(df["theorem2_applicable"].iloc[0]),
                 "theorem3_applicable": bool(df["theorem3_applicable"].iloc[0]),
                 "not_applicable_reason": df["not_applicable_reason"].fillna("").iloc[0],
+                "failed": _failure(df),
             }
         )
     with storage.atomic_path(out) as tmp:  # medians to 6 significant digits: comparison.nc has them all
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _failure(df: pd.DataFrame) -> str:
+    """Why a regime has no result at all ('' when at least one replica got through SGD)."""
+    if df["sgd_diverged"].astype(bool).all():
+        return (
+            f"every replica ({len(df)}) diverged during SGD; the regime's run_sgd log and the "
+            "'failure' attribute of its sgd.nc suggest a stable eta"
+        )
+    return ""
 
 
 def _count_or_na(col: pd.Series):

@@ -145,3 +145,22 @@ def all_figures(target="default"):
     return per_regime + expand(
         f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
     )
+
+
+def report_failures():
+    """After a run: name every regime the summaries mark as failed, and why."""
+    import csv
+
+    for name in ("summary.csv", "summary_extensions.csv"):
+        path = Path(RESULTS) / name
+        if path.exists():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("failed"):
+                        sys.stderr.write(
+                            f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
+                        )
+
+
+onsuccess:
+    report_failures()
