@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from simbias.backend import cupy_usable
-from simbias.config import ConfigError, load_config_file, validate_config
+from simbias.config import ConfigError, load_config_file, parse_overrides, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"m": 3, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.1, "replicas": 1, "sgd": {"steps": 10}}
@@ -36,7 +36,13 @@ CATALOGUE = [
     ("eta_negative", regime_text(eta=-0.1), [r1("eta"), "must be > 0"]),
     ("sigma_negative", regime_text(sigma=-0.1), [r1("sigma"), "must be ≥ 0", "σ = 0 is plain gradient"]),
     ("m_not_integer", regime_text(m=2.5), [r1("m"), "whole number", "2.5"]),
-    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 1"]),
+    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 2"]),
+    ("m_one", regime_text(m=1), [r1("m"), "must be ≥ 2", "two neurons"]),
+    (
+        "odd_power_k_1000",
+        regime_text(activation={"name": "odd_power", "k": 1000}),
+        [r1("activation.k"), "≤ 50", "overflows"],
+    ),
     ("n_not_a_number", regime_text(n="three"), [r1("n"), "whole number", "'three'"]),
     ("m_boolean", regime_text(m=True), [r1("m"), "whole number", "got true"]),
     (
@@ -111,6 +117,87 @@ CATALOGUE = [
         ["line 1", "python/object/apply:os.system", "safe loader"],
     ),
 ]
+
+# An alias bomb: 9 levels of 9 aliases, 9^9 (about 4e8) values once expanded, in 400 bytes.
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+BOMB = "l0: &l0 [x]\n" + BOMB
+
+# Issue 15: hostile configs (costs, integers, names, sweeps, paths, aliases)
+CATALOGUE += [
+    ("memory_m_1e9", regime_text(m=1e9), [r1("m"), "of memory", "over limits.memory_gb = 4", "memory_gb:"]),
+    ("memory_replicas_1e9", regime_text(replicas=10**9), [r1("replicas"), "of memory", "TB"]),
+    (
+        "memory_linear_points",
+        regime_text(sgd={"steps": 10**6, "linear_points": 10**9}),
+        [r1("sgd.linear_points")],
+    ),
+    ("memory_flow_records", regime_text(flow={"records": 10**9}), [r1("flow.records"), "flow.nc"]),
+    ("memory_n_1e8", regime_text(n=10**8), [r1("n"), "of memory", "XXᵀ"]),
+    (
+        "time_steps_1e18",
+        regime_text(sgd={"steps": 10**18}),
+        [r1("sgd.steps"), "years", "over limits.hours = 24"],
+    ),
+    (
+        "time_replicas",
+        regime_text(replicas=5 * 10**4, sgd={"steps": 10**7}),
+        [r1("replicas"), "limits.hours"],
+    ),
+    (
+        "int64_steps_1e19",
+        regime_text(sgd={"steps": 1e19}),
+        [r1("sgd.steps"), "does not fit a 64-bit integer"],
+    ),
+    ("int64_literal_1e23", regime_text(sgd={"seed": 10**23}), [r1("sgd.seed"), "64-bit integer"]),
+    ("limits_not_positive", "limits: {memory_gb: 0}\n" + regime_text(), ["field 'limits.memory_gb'", "> 0"]),
+    ("alias_bomb", BOMB + regime_text(), ["more than 100000 values", "alias"]),
+    (
+        "alias_bomb_in_sweep_of",
+        "regimes:\n  r1: {m: 3, d: 2, n: 2, eta: 0.05, sigma: 0.1, sweep_of: &b [*b]}\n".replace(
+            "&b [*b]", "{base: r1, point: {}, axes: []}"
+        ),
+        [r1("sweep_of"), "do not write it"],
+    ),
+    ("sweep_without_axes", regime_text(sweep={"mode": "zip"}), [r1("sweep"), "no axis to sweep"]),
+    ("results_absolute", "results: /tmp/x\n" + regime_text(), ["field 'results'", "plain relative folder"]),
+    ("results_dotdot", "results: ../x\n" + regime_text(), ["field 'results'", "'../x'"]),
+    ("results_dot", "results: .\n" + regime_text(), ["field 'results'"]),
+    ("results_newline", 'results: "a\\nb"\n' + regime_text(), ["field 'results'", "'a\\nb'"]),
+    ("results_braces", "results: 'out{regime}'\n" + regime_text(), ["field 'results'", "out{regime}"]),
+    (
+        "results_rst_link",
+        "results: 'x`_ `y <javascript:alert(1)>`_'\n" + regime_text(),
+        ["field 'results'", "plain relative folder"],
+    ),
+    ("name_final_newline", regime_text("abc\n"), ["regime name 'abc\\n' is not path-safe", "line breaks"]),
+    (
+        "name_read_as_float",
+        "regimes:\n  1.5: {m: 3}\n",
+        ["regime name 1.5 is read by YAML as a number", "quote it"],
+    ),
+    (
+        "name_read_as_int",
+        "regimes:\n  42: {m: 3}\n",
+        ["regime name 42 is read by YAML as a whole number", "quote it"],
+    ),
+    ("name_read_as_null", "regimes:\n  ~: {m: 3}\n", ["regime name ~ (null) is empty"]),
+    (
+        "name_read_as_date",
+        "regimes:\n  2024-01-01: {m: 3}\n",
+        ["regime name 2024-01-01 is read by YAML as a date", "quote it"],
+    ),
+    ("name_too_long", regime_text("a" * 300), ["300 characters long", "at most 80"]),
+    (
+        "sweep_point_name_too_long",
+        regime_text("a" * 75, sweep={"eta": [0.05]}),
+        ["regime '" + "a" * 75 + "__eta-0p05'", "at most 80"],
+    ),
+    (
+        "weights_all_zero",
+        regime_text(weights={"kind": "list", "values": [0, 0, 0]}),
+        [r1("weights.values"), "all 3 weights are 0"],
+    ),
+]
 if not cupy_usable()[0]:
     CATALOGUE.append(
         ("cupy_without_gpu", regime_text(backend="cupy"), [r1("backend"), "needs a usable GPU", "numpy"])
@@ -166,6 +253,20 @@ def test_numbers_written_as_text_are_coerced_with_a_note(tmp_path):
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1"]
 CLI_CASES = ["malformed_yaml", "unknown_field_typo", "number_as_text", "name_with_slash", "steps_negative"]
+CLI_CASES += [  # issue 15
+    "memory_m_1e9",
+    "memory_flow_records",
+    "time_steps_1e18",
+    "int64_steps_1e19",
+    "alias_bomb",
+    "alias_bomb_in_sweep_of",
+    "results_absolute",
+    "results_rst_link",
+    "name_final_newline",
+    "name_read_as_float",
+    "sweep_without_axes",
+    "weights_all_zero",
+]
 if not cupy_usable()[0]:
     CLI_CASES.append("cupy_without_gpu")
 
@@ -202,6 +303,70 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case):
     else:
         assert not (tmp_path / "results").exists()
     assert not (tmp_path / "logs").exists()  # no job started
+    # nothing else was written either (a crafted results: folder, a file named by a bad regime)
+    assert {p.name for p in tmp_path.iterdir()} <= {"config.yaml", "results", ".snakemake"}
+
+
+YTE_PAYLOAD = """__use_yte__: true
+regimes:
+  evil:
+    m: 3
+    d: 2
+    n: 2
+    eta: 0.05
+    sigma: ?__import__("os").system("touch PWNED")*0+0.1
+"""
+
+
+def test_regimes_file_is_read_by_the_safe_loader_and_never_runs_code(tmp_path):
+    """--config regimes_file=FILE (the README's route) never goes through Snakemake's yte."""
+    (tmp_path / "config.yaml").write_text(regime_text())
+    (tmp_path / "evil.yaml").write_text(YTE_PAYLOAD)
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(tmp_path), "-n", "--config", "regimes_file=evil.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(out) == 1, out
+    assert "field '__use_yte__': unknown field" in out[0]
+    assert "regime 'evil', field 'sigma': must be a number" in out[0]
+    assert not (tmp_path / "PWNED").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_regimes_file_adds_regimes_and_config_values_are_read_as_yaml(tmp_path):
+    (tmp_path / "config.yaml").write_text(regime_text())
+    (tmp_path / "mine.yaml").write_text(regime_text("mine", sigma=0.2))
+    proc = subprocess.run(
+        SNAKEMAKE
+        + ["-d", str(tmp_path), "-n", "--config", "regimes_file=mine.yaml"]
+        + ["regimes={r1: {data: {normalize: false}}}", "limits={hours: 48}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "results/mine/sgd.nc" in proc.stdout and "results/r1/sgd.nc" in proc.stdout
+    assert "config note" not in proc.stderr  # 'false' and '48' are read as YAML reads them
+    assert not (tmp_path / "results").exists()
+    # the same values through the library: booleans and numbers, not text
+    reg = validate_config(
+        parse_overrides(
+            {"regimes": {"r1": {**GOOD, "data": {"normalize": "false"}}}, "limits": {"hours": "48"}}
+        )
+    )
+    assert reg["regimes"]["r1"]["data"]["normalize"] is False and reg["limits"]["hours"] == 48
+
+
+def test_raised_limits_accept_what_the_defaults_refuse():
+    big = {"regimes": {"r1": {**GOOD, "sgd": {"steps": 10**12}}}}
+    with pytest.raises(ConfigError, match="limits.hours"):
+        validate_config(big)
+    validate_config({**big, "limits": {"hours": 1e6}})
 
 
 def test_snakemake_accepts_numeric_text_with_a_note(tmp_path):
@@ -212,3 +377,31 @@ def test_snakemake_accepts_numeric_text_with_a_note(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "config note: regime 'r1', field 'eta': read the text '1e-3' as the number 0.001" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_only_validated_values_reach_the_report():
+    """The HTML report's reStructuredText is built from these template expressions only. Each is
+    a number, an enum, a regime name or the results folder (both limited to letters, digits and
+    `_ - . /` above), an output path built from them, or the config inside a literal block: no
+    user text can become rST markup such as a `javascript:` link. A new expression (e.g. a
+    regime's free-text description) must be escaped before it is added to this list."""
+    import re
+
+    allowed = {
+        'cfg | tojson(indent=2) | replace("\\\\u003c", "<") | replace("\\\\u003e", ">") | '
+        'replace("\\\\u0026", "&") | replace("\\\\u0027", "\'") | indent(3, first=True)',
+        'r["activation"] | dictsort | map("join", " = ") | join(", ")',
+        'snakemake.config["results"]',
+        "name",
+        "snakemake.wildcards.base",
+        "snakemake.wildcards.regime",
+        "snakemake.output.csv",
+        "snakemake.output.nc",
+        "snakemake.output.pdf",
+        "snakemake.output[0]",
+    } | {f'{v}["{k}"]' for v in ("cfg", "r") for k in ("d", "eta", "m", "n", "replicas", "sigma", "target")}
+    allowed.add('r["sgd"]["steps"]')
+    used = set()
+    for rst in (REPO / "workflow" / "report").glob("*.rst"):
+        used |= {e.strip() for e in re.findall(r"{{(.*?)}}", rst.read_text())}
+    assert used <= allowed, used - allowed

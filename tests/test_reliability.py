@@ -69,13 +69,20 @@ def test_diverging_replicas_are_isolated_and_counted(tmp_path):
 
 def test_every_replica_diverging_fails_with_an_honest_stable_eta(tmp_path):
     cfg = resolved(eta=1.0, sgd={"steps": 3000})
-    stages.make_data("r", cfg, tmp_path / "data.nc")
-    with pytest.raises(RuntimeError) as exc:
-        stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
-    msg = str(exc.value)
+    p = run_stages(tmp_path, cfg)  # the regime fails without blocking anything after it (issue 15)
+    msg = storage.open_dataset(p["sgd"]).attrs["failure"]
     assert "all 3 replicas diverged" in msg and "smaller eta than 1" in msg and "2/λ_max" in msg
     est = float(re.search(r"largest stable eta is estimated at about ([0-9.e-]+)", msg).group(1))
-    assert not (tmp_path / "sgd.nc").exists()
+    # it appears as failed, with its reason, beside a regime that worked
+    good = resolved()
+    run_stages(tmp_path / "good", good, "good")
+    stages.summarize(
+        [str(tmp_path / "comparison.csv"), str(tmp_path / "good" / "comparison.csv")], tmp_path / "s.csv"
+    )
+    summary = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).set_index("regime")
+    assert "every replica (3) diverged during SGD" in summary.loc["r", "failed"]
+    assert summary.loc["good", "failed"] == "" and summary.loc["good", "sgd_diverged"] == 0
+    assert set(storage.open_dataset(p["flow"])["status"].values) == {"sgd_diverged"}
     # the estimate is honest: the suggested margin runs clean over the whole budget, and
     # twice the estimate still diverges (it is not uselessly conservative)
     data = storage.open_dataset(tmp_path / "data.nc")
@@ -88,8 +95,51 @@ def test_every_replica_diverging_fails_with_an_honest_stable_eta(tmp_path):
 def test_loss_bound_below_the_initial_loss_is_named(tmp_path):
     cfg = resolved(sgd={"steps": 100, "loss_bound": 1e-9})
     stages.make_data("r", cfg, tmp_path / "data.nc")
-    with pytest.raises(RuntimeError, match="raise sgd.loss_bound"):
-        stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
+    stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
+    assert "raise sgd.loss_bound" in storage.open_dataset(tmp_path / "sgd.nc").attrs["failure"]
+
+
+def test_a_replica_that_blows_up_in_the_last_step_is_flagged(tmp_path):
+    """The divergence rule holds after the last step too (issue 15): with η = 0.3 and two steps,
+    one replica blows up in step 1 and four more in step 2, the last; none may end unflagged."""
+    cfg = resolved(
+        eta=0.3, replicas=8, init={"scale": 0.5}, sgd={"steps": 2, "log_points": 3, "linear_points": 2}
+    )
+    p = run_stages(tmp_path, cfg)
+    s = storage.open_dataset(p["sgd"])
+    div = s["diverged"].values.astype(bool)
+    bound = cfg["sgd"]["loss_bound"]
+    assert np.all(s["loss"].values[~div, -1] <= bound)  # every unflagged replica ends finite and bounded
+    assert div.sum() == 5 and 0 < (~div).sum()
+    assert sorted(s["diverged_step"].values[div]) == [1, 2, 2, 2, 2]
+    assert np.isnan(s["theta"].values[div, -1]).all()
+    assert set(storage.open_dataset(p["flow"])["status"].values[div]) == {"sgd_diverged"}
+    table = pd.read_csv(tmp_path / "comparison.csv")
+    assert (table.loc[div, "flag"] == "diverged during SGD").all()
+
+
+def test_with_no_steps_the_initial_loss_is_checked(tmp_path):
+    """sgd.steps = 0: a replica starting above sgd.loss_bound is flagged (step 0), the others go on."""
+    cfg = resolved(replicas=6, init={"scale": 0.7}, sgd={"steps": 0})
+    stages.make_data("r", cfg, tmp_path / "data.nc")
+    d = storage.open_dataset(tmp_path / "data.nc")
+    from simbias import model
+    from simbias.activations import make_activation
+
+    L0 = model.loss(
+        np,
+        make_activation(cfg["activation"]),
+        d["theta0"].values,
+        d["x"].values,
+        d["y"].values,
+        d["w"].values,
+    )
+    bound = float(np.median(L0))  # half the replicas start above it
+    cfg["sgd"]["loss_bound"] = bound
+    stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
+    s = storage.open_dataset(tmp_path / "sgd.nc")
+    np.testing.assert_array_equal(s["diverged"].values.astype(bool), ~(L0 <= bound))
+    assert (s["diverged_step"].values[L0 > bound] == 0).all()
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -194,8 +244,32 @@ def jobs(proc: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
 
 
+def start_snakemake(work: Path, target: str, env: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "1"]
+    return subprocess.Popen(
+        cmd + [target],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+def sgd_rate(tmp_path_factory):
+    """Replica-steps per second of the tiny regime below on this machine (kernel compiled)."""
+    root = tmp_path_factory.mktemp("rate")
+    cal = resolved(sgd={"steps": 40000, "log_points": 10, "linear_points": 4})
+    stages.make_data("r", cal, root / "cal.nc")
+    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")  # warm-up (JIT)
+    t0 = time.monotonic()
+    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
+    return 40000 / max(time.monotonic() - t0, 1e-3)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, sgd_rate):
     """Run SGD through Snakemake, kill -9 it mid-run, unlock, rerun; keep everything for checks.
 
     Snakemake runs on a copy of the library (PYTHONPATH), so the rerun tests below can edit
@@ -209,12 +283,7 @@ def killed_and_resumed(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     # size the run to take about two seconds on this machine (whichever SGD kernel runs)
-    cal = resolved(sgd={"steps": 40000, "log_points": 10, "linear_points": 4})
-    stages.make_data("r", cal, root / "cal.nc")
-    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")  # warm-up (JIT)
-    t0 = time.monotonic()
-    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
-    rate = 40000 / max(time.monotonic() - t0, 1e-3)
+    rate = sgd_rate
     every = int(max(2000, min(rate * 0.1, 5e6)) // 1000 * 1000)  # ~0.1 s per checkpoint interval
     steps = 20 * every
     reg = {"m": 4, "d": 3, "n": 2, "eta": 0.05, "sigma": 0.2, "replicas": 3}
@@ -223,15 +292,7 @@ def killed_and_resumed(tmp_path_factory):
     target = "results/r/sgd.nc"
     ckpt = work / "results" / ".checkpoints" / "r" / "run_sgd.npz"
 
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "1"]
-    proc = subprocess.Popen(
-        cmd + [target],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_snakemake(work, target, env)
     seen = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -278,7 +339,8 @@ def test_kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run(killed_and_r
     # it resumes from the last checkpoint the killed job wrote: at most one interval is lost
     assert resumed >= k["killed"]["seen_step"] and resumed >= max(saved_before_kill)
     assert all(s % every == 0 for s in saved_before_kill) and resumed < steps
-    assert not k["ckpt"].exists() and not k["ckpt"].parent.exists()  # finished: cleaned up
+    assert not k["ckpt"].exists()  # finished: cleaned up, but for a hard link to sgd.nc (issue 15)
+    assert (k["ckpt"].parent / "finished_sgd.nc").samefile(work / "results" / "r" / "sgd.nc")
     # identical data to an uninterrupted run of the same job
     cfg = job_config(validate_config(yaml.safe_load((work / "config.yaml").read_text()))["regimes"]["r"])
     stages.run_sgd("r", cfg, work / "results" / "r" / "data.nc", tmp_path / "ref.nc")
@@ -364,6 +426,42 @@ def test_a_failing_writer_leaves_the_previous_file_intact(tmp_path):
     assert list(tmp_path.iterdir()) == [target]  # the temporary file is gone
 
 
+def test_temporaries_a_killed_writer_left_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "sgd.nc"
+    left = [tmp_path / ".sgd.k1ll3d_9.nc.tmp", tmp_path / ".sgd.abcdefgh.nc.tmp"]  # mkstemp's names
+    other = [tmp_path / ".sgd_x.abcdefgh.nc.tmp", tmp_path / ".flow.abcdefgh.nc.tmp"]  # other targets'
+    for p in left + other:
+        p.write_bytes(b"half a file")
+    with storage.atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert not any(p.exists() for p in left) and all(p.exists() for p in other)
+
+
+def test_a_corrupt_netcdf_is_named_with_its_recovery(tmp_path):
+    path = tmp_path / "sgd.nc"
+    storage.write_netcdf(xr.Dataset({"a": (("i",), np.arange(10000.0))}), path)
+    path.write_bytes(path.read_bytes()[:2000])  # truncated outside the pipeline
+    with pytest.raises(OSError) as exc:
+        storage.open_dataset(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "corrupt or truncated" in msg and "Delete it and run the same" in msg
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning(tmp_path, problem, caplog, monkeypatch):
+    """A full disk (or a read-only folder) for the optional checkpoint: SGD goes on, with a warning."""
+    from simbias import checkpoint
+
+    def full_disk(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_disk)
+    args, kw = problem
+    ck = SGDCheckpoint(tmp_path / "ck.npz", every_steps=50)
+    assert_same_result(sgd.label_noise_sgd(*args, **kw, checkpoint=ck), sgd.label_noise_sgd(*args, **kw))
+    assert ck.saves == 0 and "not saved" in caplog.text and "No space left" in caplog.text
+
+
 def test_every_output_write_goes_through_atomic_path():
     """to_netcdf, to_csv and savefig are only ever called on the temporary path of atomic_path."""
     files = list((REPO / "src" / "simbias").glob("*.py")) + list((REPO / "workflow" / "scripts").glob("*.py"))
@@ -405,3 +503,128 @@ def test_same_config_gives_identical_data_and_replicas_do_not_depend_on_the_coun
         xr.testing.assert_equal(a, b)  # two runs, same config and seeds
         shared = a.isel(replica=slice(0, 2)) if "replica" in a.dims else a
         xr.testing.assert_equal(shared, two)  # replica r is the same whatever runs beside it
+
+
+# --------------------------------------------------------------------------- signals (issue 15)
+
+
+def sgd_workdir(folder: Path, rate: float, seconds: float) -> dict:
+    """A work folder whose one regime's SGD takes about ``seconds``, checkpointing ~10 times a second."""
+    every = int(max(2000, min(rate * 0.1, 5e6)) // 1000 * 1000)
+    steps = int(seconds / 0.1) * every
+    reg = {"m": 4, "d": 3, "n": 2, "eta": 0.05, "sigma": 0.2, "replicas": 3}
+    reg["sgd"] = {"steps": steps, "log_points": 10, "linear_points": 4, "checkpoint_every_steps": every}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"regimes": {"r": reg}}))
+    return {
+        "work": folder,
+        "every": every,
+        "steps": steps,
+        "target": "results/r/sgd.nc",
+        "ckpt": folder / "results" / ".checkpoints" / "r" / "run_sgd.npz",
+    }
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    try:
+        with np.load(ckpt) as z:
+            return int(json.loads(str(z["meta"]))["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def group_gone(pgid: int, timeout: float) -> bool:
+    """Whether every process of the session ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the process group (what
+    SLURM, systemd and `kill -TERM -PGID` send) while run_sgd runs: Snakemake and its job exit
+    within seconds, leave no sgd.nc, no temporary file and no lock, and the same command
+    resumes from the checkpoint instead of step 0."""
+    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=20)
+    work, every = w["work"], w["every"]
+    proc = start_snakemake(work, w["target"], os.environ.copy())
+    deadline = time.monotonic() + 120
+    while checkpoint_step(w["ckpt"]) < 3 * every and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    seen = checkpoint_step(w["ckpt"])
+    assert seen >= 3 * every, "SGD never got going"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
+    assert time.monotonic() - t0 < 15, "did not stop promptly"
+    assert proc.returncode != 0
+    assert not (work / w["target"]).exists() and w["ckpt"].exists()
+    assert temporaries(work / "results") == []
+    env = os.environ.copy()
+    rerun = smk(work, env, w["target"])  # the same command: no --unlock needed
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (work / "logs" / "r" / "run_sgd.log").read_text()
+    resumed = [int(s) for s in re.findall(r"resuming from checkpoint \S+ at step (\d+)", log)]
+    assert resumed and resumed[-1] >= seen, log[-2000:]
+    assert temporaries(work / "results") == [] and not w["ckpt"].exists()
+
+
+def test_kill_9_after_sgd_nc_is_in_place_does_not_redo_sgd(tmp_path, sgd_rate):
+    """kill -9 in the completion window: sgd.nc renamed into place, the job not yet recorded
+    by Snakemake (held open here by a fault-injection pause). The documented recovery
+    (--unlock, then --rerun-incomplete) reuses that sgd.nc instead of redoing SGD."""
+    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=2)
+    work, out = w["work"], w["work"] / w["target"]
+    env = {**os.environ, "SIMBIAS_FAULT_PAUSE_AFTER_SGD_WRITE": "60"}
+    proc = start_snakemake(work, w["target"], env)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert out.exists(), "sgd.nc never appeared"
+    time.sleep(0.5)  # inside the pause: the checkpoint is gone, Snakemake has not recorded the job
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = storage.open_dataset(out)
+    assert not w["ckpt"].exists()
+    env = os.environ.copy()
+    smk(work, env, "--unlock")
+    plain = smk(work, env, w["target"])  # Snakemake refuses the incomplete file, and says what to do
+    assert plain.returncode != 0 and "--rerun-incomplete" in plain.stdout + plain.stderr
+    t0 = time.monotonic()
+    rerun = smk(work, env, w["target"], "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (work / "logs" / "r" / "run_sgd.log").read_text()
+    assert "reusing" in log.splitlines()[-1], log[-2000:]
+    xr.testing.assert_identical(storage.open_dataset(out), killed)
+    assert time.monotonic() - t0 < 60
+    assert temporaries(work / "results") == []
+    assert jobs(smk(work, env, "-n", w["target"])) == set()  # recorded as complete now
+
+
+def test_sigterm_to_snakemake_alone_finishes_the_running_job_and_records_it(tmp_path, sgd_rate):
+    """SIGTERM to Snakemake's process only is Snakemake's graceful stop: it starts no new job,
+    lets the running one finish and records it. sgd.nc is then complete, not marked
+    incomplete, and nothing is recomputed."""
+    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=4)
+    work = w["work"]
+    proc = start_snakemake(work, "results/r/flow.nc", os.environ.copy())
+    deadline = time.monotonic() + 120
+    while checkpoint_step(w["ckpt"]) < w["every"] and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert group_gone(proc.pid, timeout=15)
+    assert (work / w["target"]).exists() and not (work / "results" / "r" / "flow.nc").exists()
+    assert temporaries(work / "results") == []
+    assert jobs(smk(work, os.environ.copy(), "-n", w["target"])) == set()

@@ -167,7 +167,12 @@ class SGDCheckpoint:
         }
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload["meta"] = np.array(json.dumps(meta))
-        atomic_write(self.path, lambda fh: np.savez(fh, **payload))
+        try:
+            atomic_write(self.path, lambda fh: np.savez(fh, **payload))
+        except OSError as exc:  # a full disk or a read-only folder: the run itself goes on
+            log.warning("checkpoint at step %d not saved (%s); SGD goes on without it", k, exc)
+            self._last = self.clock()
+            return
         self.saves += 1
         self._last = self.clock()
         log.info("checkpoint at step %d -> %s", k, self.path)

@@ -113,14 +113,18 @@ def read_config_yaml(path: Path | str = "config.yaml") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: not found in {Path.cwd()} (run from the folder that holds config.yaml, "
-            "pass -d FOLDER, or give --configfile)"
-        ) from None
+        hint = (
+            " (run from the folder that holds config.yaml, or pass -d FOLDER)"
+            if path.name == "config.yaml"
+            else ""
+        )
+        raise ConfigError(f"{path}: not found in {Path.cwd()}{hint}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        return yaml.load(text, Loader=_SafeUniqueLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_SafeUniqueLoader)  # noqa: S506 (a SafeLoader subclass)
+        check_size(data, str(path))
+        return data
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -145,6 +149,65 @@ def read_config_yaml(path: Path | str = "config.yaml") -> Any:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
 
 
+MAX_VALUES = 100_000  # a config with more values than this, once aliases are expanded, is refused
+INT64_MAX = 2**63 - 1
+REGIME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+MAX_NAME = 80  # a regime name (or a sweep point's) becomes part of file names; 255 bytes is the usual limit
+RESULTS_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+
+
+def check_size(data: Any, source: str = "config") -> None:
+    """Refuse a document whose aliases expand to more than MAX_VALUES values (a "billion laughs"
+    alias bomb: a few lines that every later step, deep copies and validation included, would
+    walk as billions of values). Linear in the number of distinct objects."""
+    sizes: dict[int, int] = {}
+
+    def size(obj: Any) -> int:
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = MAX_VALUES + 1  # a cycle counts as too big
+        children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+        total = 1
+        for c in children:
+            total += size(c)
+            if total > MAX_VALUES:
+                break
+        sizes[key] = total
+        return total
+
+    if isinstance(data, dict | list) and size(data) > MAX_VALUES:
+        raise ConfigError(
+            f"{source}: holds more than {MAX_VALUES} values once its YAML aliases (*name) are expanded "
+            "(an alias bomb?); write the values out, or use fewer aliases"
+        )
+
+
+def parse_overrides(values: Any) -> Any:
+    """``--config KEY=VALUE`` values as YAML would read them.
+
+    Snakemake reads ``false`` (and every value inside ``{...}``) as text; here each text
+    value that YAML reads as true/false, a number or null becomes that, so
+    ``--config limits='{memory_gb: 64}'`` and boolean overrides work. Other text stays text.
+    """
+    check_size(values, "--config")
+    if isinstance(values, dict):
+        return {k: parse_overrides(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [parse_overrides(v) for v in values]
+    if isinstance(values, str):
+        try:
+            parsed = yaml.safe_load(values)
+            if isinstance(parsed, str):  # YAML 1.1 reads 1e6 as text
+                parsed = float(parsed.replace("_", ""))
+                parsed = int(parsed) if parsed.is_integer() and "." not in values else parsed
+        except (yaml.YAMLError, ValueError):
+            return values
+        if parsed is None or isinstance(parsed, bool | int | float):
+            return parsed
+    return values
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -165,6 +228,8 @@ _HINTS = {
     "eta": "the paper uses 0.05 or 0.1",
     "sigma": "σ = 0 is plain gradient descent",
     "sgd.steps": "0 runs no SGD: the flow starts from θ0",
+    **dict.fromkeys(("m", "d", "n"), "the figures need two neurons and two singular values of Z"),
+    "activation.k": "beyond that z^(2k+1) overflows float64 as soon as |z| is a little above 1",
 }
 
 
@@ -283,6 +348,9 @@ def _set(obj: Any, path: list, value: Any) -> None:
     obj[path[-1]] = value
 
 
+_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
 def _coerce_numbers(cfg: dict, schema: dict) -> list[str]:
     """YAML reads ``1e-3`` as text: turn such text into numbers where a number is expected,
     and a whole float (``3.0``) into an int where an integer is expected."""
@@ -291,9 +359,14 @@ def _coerce_numbers(cfg: dict, schema: dict) -> list[str]:
         changed = False
         for e in _Validator(schema).iter_errors(copy.deepcopy(cfg)):
             types = set(_as_list(e.validator_value)) if e.validator == "type" else set()
+            x = e.instance
+            if "boolean" in types and isinstance(x, str) and x.strip().lower() in _BOOLS:
+                # --config KEY=VALUE passes 'false' as text; YAML 1.1 words for true/false
+                _set(cfg, list(e.absolute_path), _BOOLS[x.strip().lower()])
+                changed = True
+                break
             if not types & {"number", "integer"}:
                 continue
-            x = e.instance
             if isinstance(x, str):
                 try:
                     num = float(x.strip().replace("_", ""))
@@ -325,6 +398,8 @@ def _coerce_numbers(cfg: dict, schema: dict) -> list[str]:
 def _non_finite(obj: Any, path: list) -> str | None:
     if isinstance(obj, float) and not math.isfinite(obj):
         return f"{_where(path)}: must be a finite number, got {obj!r}"
+    if isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) > INT64_MAX:
+        return f"{_where(path)}: {obj:.3g} does not fit a 64-bit integer (at most {INT64_MAX:.3g})"
     if isinstance(obj, dict):
         for k, v in obj.items():
             if (msg := _non_finite(v, path + [k])) is not None:
@@ -348,6 +423,8 @@ def validate_config(config: Any, schema: dict | None = None, notes: list[str] | 
     if not isinstance(config, dict):
         got = "an empty file" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"config must be a mapping with a 'regimes:' key, got {got}")
+    check_size(config)
+    _check_names(config)
     cfg = copy.deepcopy(config)
     coerced = _coerce_numbers(cfg, schema)
     if notes is not None:
@@ -360,12 +437,72 @@ def validate_config(config: Any, schema: dict | None = None, notes: list[str] | 
     )
     if errors:
         raise ConfigError("; ".join(_messages(errors, schema)))
+    _check_results(cfg["results"])
     cfg = _expand_sweeps(cfg, schema)
     for name, reg in cfg["regimes"].items():
         _semantic_checks(name, reg)
+    from .costs import check as cost_check  # the pre-flight cost check (docs/reliability.md)
+
+    for name, reg in cfg["regimes"].items():
+        if (msg := cost_check(name, reg, cfg["limits"])) is not None:
+            raise ConfigError(msg)
     # keys sorted at every level: a job's params then do not depend on the order of keys in
     # config.yaml, so reordering fields reruns nothing (Snakemake compares params by repr).
     return json.loads(json.dumps(cfg, sort_keys=True))
+
+
+def _check_names(config: dict) -> None:
+    """Regime names: text (YAML reads 1.5, null or 2024-01-01 as other types), path-safe in
+    full (a final newline included), short enough for file names; no hand-written sweep_of."""
+    regimes = config.get("regimes")
+    if not isinstance(regimes, dict):
+        return  # the schema names the problem
+    for name, reg in regimes.items():
+        if name is None:
+            raise ConfigError(
+                "regime name ~ (null) is empty: give the regime a name (letters, digits, '_', '-')"
+            )
+        if not isinstance(name, str):
+            kinds = {bool: "true/false", int: "a whole number", float: "a number"}
+            what = next((w for t, w in kinds.items() if isinstance(name, t)), f"a {type(name).__name__}")
+            raise ConfigError(
+                f"regime name {name} is read by YAML as {what}, not text: quote it (e.g. '{name}':) "
+                "or start it with a letter"
+            )
+        if not REGIME_NAME.fullmatch(name):
+            raise ConfigError(
+                f"regime name {name!r} is not path-safe: use letters, digits, '_' and '-' only "
+                "(no '/', '..', spaces or line breaks), starting with a letter or digit"
+            )
+        if len(name) > MAX_NAME:
+            raise ConfigError(
+                f"regime name '{name[:20]}…' is {len(name)} characters long: at most {MAX_NAME} "
+                "(it becomes part of file names)"
+            )
+        if isinstance(reg, dict) and "sweep_of" in reg:
+            raise ConfigError(
+                f"regime '{name}', field 'sweep_of': set by sweep expansion, do not write it; "
+                "write a sweep: block instead (README, parameter sweeps)"
+            )
+        if isinstance(reg, dict) and isinstance(reg.get("sweep"), dict):
+            from .sweeps import SWEEP_KEYS
+
+            if not any(k in reg["sweep"] for k in SWEEP_KEYS):
+                raise ConfigError(
+                    f"regime '{name}', field 'sweep': no axis to sweep; give at least one of "
+                    f"{', '.join(SWEEP_KEYS)} as a list, or remove sweep:"
+                )
+
+
+def _check_results(results: str) -> None:
+    """results: a plain relative folder (it is put into paths, file names and the report)."""
+    parts = results.split("/")
+    if not RESULTS_FOLDER.fullmatch(results) or ".." in parts or "." in parts:
+        raise ConfigError(
+            f"field 'results': must be a plain relative folder (letters, digits, '_', '-', '.', and '/' "
+            f"between parts; no '..', no leading '/'), got {results!r}; to write elsewhere, run from "
+            "there with -d FOLDER or link results/ to it"
+        )
 
 
 def _expand_sweeps(cfg: dict, schema: dict) -> dict:
@@ -388,6 +525,11 @@ def _expand_sweeps(cfg: dict, schema: dict) -> dict:
 
 def _semantic_checks(name: str, reg: dict) -> None:
     where = f"regime '{name}'"
+    if len(name) > MAX_NAME:  # a sweep's grid points append their values to the base name
+        raise ConfigError(
+            f"{where}: the name is {len(name)} characters long, at most {MAX_NAME} (it becomes part of "
+            "file names): shorten the regime's name"
+        )
     if name.lower() in RESERVED_REGIME_NAMES:
         raise ConfigError(
             f"regime name '{name}' is reserved (results/{name}/ holds the figures): choose another name"
@@ -397,6 +539,11 @@ def _semantic_checks(name: str, reg: dict) -> None:
         if vals is None or len(vals) != reg["m"]:
             got = "none" if vals is None else len(vals)
             raise ConfigError(f"{where}, field 'weights.values': needs m = {reg['m']} numbers, got {got}")
+        if not any(vals):
+            raise ConfigError(
+                f"{where}, field 'weights.values': all {len(vals)} weights are 0, so the network's output "
+                "is 0 for every θ and nothing trains; give at least one non-zero weight"
+            )
     for block in ("data", "labels"):
         b = reg[block]
         if b["distribution"] == "uniform" and not b["low"] < b["high"]:

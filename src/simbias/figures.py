@@ -214,6 +214,15 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     sgd = storage.open_dataset(inputs["sgd"])
     fl = storage.open_dataset(inputs["flow"])
     keep, _ = _kept(sgd)
+    if not keep.any():  # the regime failed: say so instead of drawing nothing
+        fig, ax = plt.subplots(figsize=(7, 6))
+        ax.axis("off")
+        ax.text(
+            0.5, 0.5, f"all {keep.size} replicas diverged during SGD:\nno neuron path to show", ha="center"
+        )
+        ax.set_title(_header(regime, cfg), fontsize=9)
+        _save(fig, png, pdf)
+        return
     r = int(np.flatnonzero(keep)[0])
     X = data["x"].values
     Zs = sgd["theta"].values[r] @ X.T  # (T, m, n)
@@ -335,7 +344,7 @@ def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], 
         if yk is None:
             sns.barplot(data=table, x=xk, y=col, ax=ax)
         else:
-            grid = table.pivot_table(index=yk, columns=xk, values=col)
+            grid = table.pivot_table(index=yk, columns=xk, values=col, dropna=False)  # failed points: blank
             lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
             scale = max(abs(lo), abs(hi), 1e-300)
             if hi - lo <= 1e-6 * scale:  # equal up to round-off: one colour, not amplified noise

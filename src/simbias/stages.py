@@ -6,8 +6,13 @@ follows the output contract (DESIGN.md §3).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +24,7 @@ from .backend import get_backend
 from .checkpoint import SGDCheckpoint, fingerprint
 from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
-from .flow import run_flows, thread_budget
+from .flow import record_offsets, run_flows, thread_budget
 from .flow_checkpoint import FlowCheckpoint
 from .sgd import label_noise_sgd, record_schedule, tau_of_step
 
@@ -172,7 +177,12 @@ def run_sgd(
     With ``checkpoint_path`` the loop saves its state there every
     ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds and, when
     rerun after a kill, resumes from it; the checkpoint is deleted once sgd.nc is written.
+    A hard link to the finished sgd.nc stays beside it (see :func:`_finished_sgd`), so a
+    kill after sgd.nc is in place but before Snakemake records the job does not redo SGD.
     """
+    finished = _finished_sgd(checkpoint_path, regime, cfg, data_path)
+    if finished is not None and finished.reuse(out):
+        return
     try:  # before any work: `backend: cupy` without a usable GPU stops here
         xp, backend = get_backend(cfg["backend"])
     except RuntimeError as exc:
@@ -222,6 +232,7 @@ def run_sgd(
         sam_rho=alg["rho"] if alg["name"] == "one_sam" else None,
         sam_order=alg["order"],
     )
+    flag_final_divergence(res, s["loss_bound"], s["steps"])
     log.info(
         "%s: %d steps x %d replicas in %.1f s%s",
         regime,
@@ -230,12 +241,12 @@ def run_sgd(
         time.monotonic() - t0,
         "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
     )
-    if res.diverged.all():
-        if ckpt is not None:
-            ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+    failure = ""
+    if res.diverged.all():  # the regime failed: say why, but do not block the other regimes' aggregates
         est = _largest_stable_eta(xp, act, data["theta0"].values, X, y, w, cfg)
-        raise RuntimeError(_all_diverged_message(regime, cfg, res, res.loss[:, 0], est))
-    if res.diverged.any():
+        failure = _all_diverged_message(regime, cfg, res, res.loss[:, 0], est)
+        log.error("%s", failure)
+    elif res.diverged.any():
         log.warning(
             "%s: %d of %d replicas diverged (frozen; NaN records after diverged_step); "
             "flow, comparison and figures leave them out",
@@ -265,11 +276,94 @@ def run_sgd(
     ds.attrs = _attrs(regime, cfg, backend, f"{regime}: {ALGORITHM_TITLES[alg['name']]}", res.kernel)
     ds.attrs["algorithm"] = alg["name"]
     ds.attrs["clock"] = CLOCKS[alg["name"]]
+    ds.attrs["failure"] = failure  # why the regime failed ('' when it did not)
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
     storage.write_netcdf(ds, out)
+    if finished is not None:
+        finished.keep(out)
     if ckpt is not None:
         ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+    if pause := os.environ.get("SIMBIAS_FAULT_PAUSE_AFTER_SGD_WRITE"):  # fault tests only
+        time.sleep(float(pause))
+
+
+class _FinishedSGD:
+    """A hard link to a finished sgd.nc, next to the checkpoint, with what it was made from.
+
+    Snakemake records a job as complete only after its process exits; a kill in between
+    leaves a complete sgd.nc that Snakemake calls incomplete and deletes before the rerun
+    (``--rerun-incomplete``). The link (no extra disk space) survives that, and a rerun of
+    the same regime, config, code, backend and data.nc reuses it instead of redoing SGD.
+    """
+
+    def __init__(self, path: Path, key: dict):
+        self.path, self.meta, self.key = path, path.with_suffix(".json"), key
+
+    def reuse(self, out: str) -> bool:
+        try:
+            ok = self.path.exists() and json.loads(self.meta.read_text()) == self.key
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            self.clear()
+            return False
+        with storage.atomic_path(out) as tmp:
+            shutil.copyfile(self.path, tmp)
+        log.info(
+            "%s: reusing %s, written by an earlier run of this exact job (killed before "
+            "Snakemake recorded it)",
+            self.key["regime"],
+            self.path,
+        )
+        return True
+
+    def keep(self, out: str) -> None:
+        self.clear()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(out, self.path)
+        except OSError:  # no hard links on this file system: a copy
+            shutil.copyfile(out, self.path)
+        self.meta.write_text(json.dumps(self.key))
+
+    def clear(self) -> None:
+        self.meta.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
+def _finished_sgd(checkpoint_path: str | None, regime: str, cfg: dict, data_path: str):
+    if not checkpoint_path:
+        return None
+    key = {
+        "regime": regime,
+        "config_sha256": regime_sha256(job_config(cfg)),
+        "code": code_version("run_sgd"),
+        "data_sha256": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(),
+    }
+    return _FinishedSGD(Path(checkpoint_path).with_name("finished_sgd.nc"), key)
+
+
+def flag_final_divergence(res, loss_bound: float, steps: int) -> None:
+    """Apply the divergence rule once more after the last step (and with 0 steps).
+
+    The loop checks each replica's loss before every step, so a replica that blows up in
+    the last step (or starts above the bound when there are no steps) would otherwise end
+    with ``diverged = 0``. Such a replica is flagged as diverged at step ``steps``, and its
+    record there is set to NaN, like every record from a replica's ``diverged_step`` on.
+    """
+    last = int(np.flatnonzero(res.step == steps)[-1]) if np.any(res.step == steps) else None
+    if last is None:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = ~(res.loss[:, last] <= loss_bound) & ~res.diverged
+    if not bad.any():
+        return
+    log.warning("%d replica(s) diverged in the last step (%d)", int(bad.sum()), steps)
+    res.diverged_step[bad] = steps
+    res.diverged = res.diverged_step >= 0
+    for arr in (res.theta, res.loss, res.sharpness, res.feature_sv, res.weight_sv):
+        arr[bad, last] = np.nan
 
 
 ALGORITHM_TITLES = {
@@ -377,7 +471,8 @@ def run_flow_stage(
         (time.monotonic() - t0) / max(n_run, 1),
     )
     R, (m, d) = len(results), theta_last.shape[1:]
-    offsets = next(r.tau for r in results if r is not None)
+    # every replica diverged in SGD: no flow ran; the records stay NaN on the usual τ grid
+    offsets = next((r.tau for r in results if r is not None), record_offsets(f["tau_max"], f["records"]))
     T = offsets.size
     theta = np.full((R, T, m, d), np.nan)
     per_rec = {k: np.full((R, T), np.nan) for k in ("loss", "sharpness", "grad_norm")}
@@ -584,10 +679,21 @@ def summarize(csv_paths: list[str], out: str) -> None:
                 "theorem2_applicable": bool(df["theorem2_applicable"].iloc[0]),
                 "theorem3_applicable": bool(df["theorem3_applicable"].iloc[0]),
                 "not_applicable_reason": df["not_applicable_reason"].fillna("").iloc[0],
+                "failed": _failure(df),
             }
         )
     with storage.atomic_path(out) as tmp:  # medians to 6 significant digits: comparison.nc has them all
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _failure(df: pd.DataFrame) -> str:
+    """Why a regime has no result at all ('' when at least one replica got through SGD)."""
+    if df["sgd_diverged"].astype(bool).all():
+        return (
+            f"every replica ({len(df)}) diverged during SGD; the regime's run_sgd log and the "
+            "'failure' attribute of its sgd.nc suggest a stable eta"
+        )
+    return ""
 
 
 def _count_or_na(col: pd.Series):

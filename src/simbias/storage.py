@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,11 +184,20 @@ def encoding_for(ds: xr.Dataset) -> dict:
     return enc
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files that a killed writer of ``path`` left (only one job writes a path)."""
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}\.tmp")
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp"):
+        if pattern.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -209,9 +219,21 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:
-    """Open and load a dataset fully (so the file handle is released)."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+    """Open and load a dataset fully (so the file handle is released).
+
+    A file that cannot be read (truncated or corrupted outside the pipeline: its own
+    writes are atomic) raises an error that names it and says how to recover.
+    """
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return ds.load()
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise OSError(
+            f"{path} cannot be read ({exc}): it is corrupt or truncated. Delete it and run the same "
+            "snakemake command again: Snakemake then computes it anew"
+        ) from exc
 
 
 def sv_padded(a: np.ndarray, k: int) -> np.ndarray:

@@ -9,17 +9,29 @@ from simbias.config import (
     data_subset,
     job_config,
     load_schema,
+    parse_overrides,
     read_config_yaml,
     validate_config,
 )
 
 
+def _read_mapping(path):
+    """An extra config file, read by the safe loader; its top level must be a mapping."""
+    more = read_config_yaml(path)
+    if not isinstance(more, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (regimes: ...)")
+    return more
+
+
 def _raw_config():
-    """config.yaml, then each --configfile merged on top, then --config KEY=VALUE.
+    """config.yaml, then each --configfile, then the regimes file, then --config KEY=VALUE.
 
     Every file goes through the safe YAML loader (not Snakemake's configfile:). An extra
     file's regimes merge with config.yaml's: a new name adds a regime, a known name
     overrides only the fields it gives. --replace-workflow-config drops config.yaml.
+    `--config regimes_file=my.yaml` is the safe route for extra regimes: Snakemake itself
+    parses every --configfile first, with yte, which runs Python written in the file
+    (docs/reliability.md); a regimes file is read only by the safe loader.
     """
     extras = list(workflow.overwrite_configfiles)
     settings = workflow.config_settings
@@ -31,13 +43,12 @@ def _raw_config():
     for extra in extras:
         if Path(extra).resolve() == base.resolve():
             continue
-        more = read_config_yaml(extra)
-        if not isinstance(more, dict):
-            raise ConfigError(
-                f"{extra}: the top level must be a mapping (regimes: ...)"
-            )
-        update_config(raw, more)
-    update_config(raw, dict(settings.config))  # --config KEY=VALUE overrides
+        update_config(raw, _read_mapping(extra))
+    overrides = parse_overrides(dict(settings.config))
+    regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
+    if regimes_file is not None:
+        update_config(raw, _read_mapping(str(regimes_file)))
+    update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw
 
 
@@ -54,6 +65,12 @@ except ConfigError as exc:
     sys.exit(1)
 for _note in _notes:
     sys.stderr.write(f"config note: {_note}\n")
+if workflow.overwrite_configfiles:
+    sys.stderr.write(
+        "config note: Snakemake parses every --configfile itself (yte), which runs Python "
+        "written in the file; for files you did not write, use --config regimes_file=FILE "
+        "(docs/reliability.md)\n"
+    )
 config.clear()
 config.update(_validated)
 
@@ -138,3 +155,22 @@ def all_figures(target="default"):
     return per_regime + expand(
         f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
     )
+
+
+def report_failures():
+    """After a run: name every regime the summaries mark as failed, and why."""
+    import csv
+
+    for name in ("summary.csv", "summary_extensions.csv"):
+        path = Path(RESULTS) / name
+        if path.exists():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("failed"):
+                        sys.stderr.write(
+                            f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
+                        )
+
+
+onsuccess:
+    report_failures()
