@@ -398,6 +398,35 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
     _save(fig, png, pdf)
 
 
+def gd_structure(regime, cfg, inputs, png, pdf) -> None:
+    """The GD control's effective rank of Z and neuron clusters against its steps (no flow)."""
+    sgd = storage.open_dataset(inputs["sgd"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    keep, note = _kept(sgd)
+    step = sgd["step"].values
+    pos = step > 0
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for ax, var, label_ in (
+        (axes[0], "feature_rank_sgd", f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)"),
+        (
+            axes[1],
+            "cluster_count_sgd",
+            f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)",
+        ),
+    ):
+        v = cmp_[var].values.astype(float)[keep][:, pos]
+        v[v < 0] = np.nan
+        df = pd.DataFrame({"GD step": np.tile(step[pos], v.shape[0]), "value": v.ravel()})
+        sns.lineplot(data=df, x="GD step", y="value", estimator="median", errorbar=BAND, ax=ax)
+        ax.set(xscale="log", ylabel=label_)
+    fig.suptitle(
+        f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
+        "no flow: without label noise there is no drift along M, GD keeps its structure on M",
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
 def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], png: str, pdf: str) -> None:
     """Final effective rank and sharpness gap (or F) over the first two sweep axes."""
     sns.set_theme(style="white", context="notebook")
@@ -465,8 +494,8 @@ KINDS = {
 
 def draw(kind: str, regime: str, cfg: dict, inputs: dict, png: str, pdf: str) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
-    if kind == "trajectory" and cfg["algorithm"]["name"] == "gd":  # the control has no flow
-        gd_trajectory(regime, cfg, inputs, png, pdf)
+    if kind in ("trajectory", "structure") and cfg["algorithm"]["name"] == "gd":  # the control has no flow
+        (gd_trajectory if kind == "trajectory" else gd_structure)(regime, cfg, inputs, png, pdf)
         return
     KINDS[kind](regime, cfg, inputs, png, pdf)
 
