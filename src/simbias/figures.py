@@ -50,10 +50,9 @@ def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
 
     ratio = med("handover_move_ratio")
     text = (
-        f"hand-over (median): SGD's loss {med('loss_sgd_end'):.2g}; retraction onto M moves θ by "
-        f"{med('handover_theta_move'):.2g} (max|Δz| {med('handover_z_move'):.2g}), "
-        f"{100 * ratio:.2g}% of the flow's own travel; F {med('sharpness_handover_before'):.4g} → "
-        f"{med('sharpness_handover_after'):.4g}"
+        f"hand-over (median): SGD's loss {med('loss_sgd_end'):.2g}, F {med('sharpness_handover_before'):.4g} → "
+        f"{med('sharpness_handover_after'):.4g}\nretraction onto M moves θ by {med('handover_theta_move'):.2g} "
+        f"(max|Δz| {med('handover_z_move'):.2g}) = {100 * ratio:.2g}% of the flow's own travel"
     )
     if ratio > HANDOVER_SMALL:
         text += (
@@ -67,8 +66,11 @@ def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
         fontsize=7,
         va="bottom",
         color="crimson" if ratio > HANDOVER_SMALL else "k",
-        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+        zorder=5,
     )
+    if ax.get_legend() is not None:
+        ax.legend(loc="center right", fontsize=7)
 
 
 def _meaningful_ranks(cfg: dict) -> int:
@@ -548,8 +550,8 @@ def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
     top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
     top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
     ax.set_title(
-        f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band; "
-        f"at step {step[-1]:.3g}: " + ", ".join(f"σ{k + 2}/σ1 = {v:.2g}" for k, v in enumerate(end)),
+        f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band\n"
+        f"median at step {step[-1]:.3g}: " + ", ".join(f"σ{k + 2}/σ1 = {v:.2g}" for k, v in enumerate(end)),
         fontsize=9,
     )
     _save(fig, png, pdf)
@@ -568,7 +570,9 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
     has_star = np.isfinite(F_star)
     shift = F_star if has_star else 0.0
     tau_s = both["tau"].values
-    pos = tau_s > 0
+    pos = tau_s >= 0.5 * float(
+        fl.attrs["tau_start"]
+    )  # from just before the hand-over (sgd_alone has the rest)
     tau_b = float(cmp_["brute_tau"].values[0])
     n_f = max(int(np.searchsorted(fl["tau"].values, tau_b, side="right")), 1)  # flow records up to τ_b
     flc = fl.isel(record=slice(0, n_f))
