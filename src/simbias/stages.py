@@ -885,10 +885,14 @@ def _brute_summary(df: pd.DataFrame, ok: pd.Series) -> dict:
     if "brute_within_tol" not in df:
         return {}
     cols = ("z_gap", "z_tol", "sharpness_diff", "sharpness_tol", "z_dist_sgd", "z_dist_flow")
+    diff = df.loc[ok, "brute_sharpness_diff"].dropna()
     return {
         "brute_tau": df["brute_tau"].iloc[0],
         "brute_within_tol": _count_or_na(df.loc[ok, "brute_within_tol"]),
         **{f"median_brute_{c}": df.loc[ok, f"brute_{c}"].median() for c in cols},
+        # an ensemble bias smaller than the per-replica spread shows in the mean, not per replica
+        "mean_brute_sharpness_diff": diff.mean(),
+        "se_brute_sharpness_diff": diff.std(ddof=1) / np.sqrt(diff.count()) if diff.count() > 1 else np.nan,
     }
 
 
