@@ -478,7 +478,7 @@ STAGE_MODULES = {
     "make_data": ("data",),
     "run_sgd": ("sgd", "checkpoint", "backend", "activations", "model"),
     "run_flow": ("flow", "activations", "theory", "analysis", "model"),
-    "run_brute_force": ("sgd", "checkpoint", "backend", "activations", "model"),
+    "run_brute_force": ("sgd", "backend", "activations", "model"),  # run_sgd without its checkpoint
     "compare": ("theory", "analysis", "activations", "model"),
     "summary": (),
     "figure": ("figures",),

@@ -606,46 +606,40 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
     ax.set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F")
     ax.legend(fontsize=7)
     ax = axes[1]
-    if has_star:
-        from . import theory
-
-        zs = theory.target_z(act, data["y"].values, w)
-        zd_s = np.max(np.abs(both["theta"].values[:, pos] @ X.T - zs), axis=(-2, -1))
-        thf = flc["theta"].values.copy()
-        for t in range(1, thf.shape[1]):
-            miss = np.isnan(thf[:, t]).any(axis=(-2, -1))
-            thf[miss, t] = th_end[miss]
-        zd_f = np.max(np.abs(thf @ X.T - zs), axis=(-2, -1))
-        df = pd.concat(
-            [
-                frame(tau_s[pos], zd_s, "label-noise SGD (run on)"),
-                frame(tau_f, np.maximum(zd_f, 1e-16), "manifold flow"),
-            ]
-        )
-        sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
-        tolz = float(np.nanmedian(cmp_["brute_z_tol"].values[keep]))
-        ax.axhline(
-            tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})"
-        )
-        ax.set(yscale="log", ylabel="max_ji |z_ji − z*_ji|")
-        ax.legend(fontsize=7)
-    else:
-        ax.text(
-            0.02,
-            0.5,
-            "no Theorem 2 point (n > d): see F above and comparison.nc's brute_z_gap",
-            transform=ax.transAxes,
-            fontsize=8,
-        )
+    # distance to the flow's end point: z* where Theorem 2 applies, the flow's limit otherwise
+    z_ref = th_end @ X.T  # (R, m, n)
+    zd_s = np.max(np.abs(both["theta"].values[:, pos] @ X.T - z_ref[:, None]), axis=(-2, -1))
+    thf = flc["theta"].values.copy()
+    for t in range(1, thf.shape[1]):
+        miss = np.isnan(thf[:, t]).any(axis=(-2, -1))
+        thf[miss, t] = th_end[miss]
+    zd_f = np.max(np.abs(thf @ X.T - z_ref[:, None]), axis=(-2, -1))
+    df = pd.concat(
+        [
+            frame(tau_s[pos], zd_s, "label-noise SGD (run on)"),
+            frame(tau_f, np.maximum(zd_f, 1e-16), "manifold flow"),
+        ]
+    )
+    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    tolz = float(np.nanmedian(cmp_["brute_z_tol"].values[keep]))
+    ax.axhline(tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})")
+    end_name = "the flow's end point (= z*, Theorem 2)" if has_star else "the flow's end point (no z*: n > d)"
+    ax.set(yscale="log", ylabel="max_ji |z_ji − z_ji(flow end)|")
+    ax.set_title(f"distance of the pre-activations to {end_name}", fontsize=8)
+    ax.legend(fontsize=7)
     ax.set(xscale="log", xlabel="flow time τ = η²σ²·step")
     _mark_handover(axes, float(fl.attrs["tau_start"]))
     for a in axes:
         a.axvline(tau_b, color="crimson", lw=0.8, ls=":")
     n_in = int(np.nansum(cmp_["brute_within_tol"].values[keep]))
+    diff = cmp_["brute_sharpness_diff"].values[keep]
+    diff = diff[np.isfinite(diff)]
+    se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
     fig.suptitle(
         f"{_header(regime, cfg)}\nlabel-noise SGD run on past the hand-over vs the flow from SGD's state at the "
         f"hand-over, {keep.sum()} replicas (median, 10–90% band)\nat τ = {tau_b:.3g} (red line) {n_in} of "
-        f"{keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point (z and F)",
+        f"{keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point (z and F)\n"
+        f"mean F(SGD) − F(flow) = {diff.mean():.2g} ± {se:.2g} (s.e.)",
         fontsize=9,
     )
     _save(fig, png, pdf)
