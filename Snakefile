@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sgd.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/brute_force.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/figures.smk"
 
@@ -32,3 +33,9 @@ rule extensions:
     input:
         all_figures("extensions"),
         f"{RESULTS}/summary_extensions.csv",
+
+
+rule paper:
+    input:
+        all_figures("paper"),
+        f"{RESULTS}/summary_paper.csv",

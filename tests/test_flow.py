@@ -49,17 +49,18 @@ def test_flow_reaches_theorem2_point(k, nu, wkind, seed):
     Pperp = np.eye(d) - np.linalg.pinv(X) @ X
     th = flow.retract(act, theta0, X, y, w)[0]
     np.testing.assert_allclose(res.theta_end @ Pperp, th @ Pperp, atol=1e-10)
-    app = theory.theorem3_applicability(X, act)
+    app = theory.bounds_applicability(X, act, w)
     if app.ok:
         c = theory.constants(act, X)
         # Lemma 6 at every record: max|z − z*| ≤ ‖∇_M F‖ / (√μ ϱ1ϱ2)
         zdist = np.max(np.abs(res.theta[ok] @ X.T - zs), axis=(1, 2))
         assert np.all(zdist <= theory.lemma6_bound(res.grad_norm[ok], c) * (1 + 1e-9))
-        # Theorem 3: the observed τ to ε-stationarity is within the bound
+        # Theorem 3's proof, eq. (16): the observed τ to ‖∇_M F‖ ≤ ε is within its bound
         assert np.isfinite(res.tau_eps)
-        assert res.tau_eps <= theory.theorem3_time(res.sharpness[0], c, 1e-6)
+        assert res.tau_eps <= theory.grad_eps_time(res.sharpness[0], c, 1e-6)
     else:
-        assert k == 2  # ϱ2 = 0 for z^5: the bound does not apply, convergence still holds
+        # ϱ2 = 0 for z^5, or unequal weights: no bound is proved, convergence still holds
+        assert k == 2 or wkind != "equal"
 
 
 def test_badly_conditioned_data_converges():

@@ -66,3 +66,58 @@ def test_theorem3_time_formula():
     c = theory.Constants(mu=0.02, rho1=0.1, rho2=6.0, beta=0.2, beta_paper=0.01)
     expected = 3.0 / (0.02 * 0.04) + np.log(0.04 / (0.01 * 36 * 1e-12)) / (0.1 * 6 * 0.02)
     assert theory.theorem3_time(3.0, c, 1e-6) == pytest.approx(expected)
+
+
+def test_weight_scale_only_for_constant_nonzero_weights():
+    assert theory.weight_scale(np.full(5, 0.25)) == pytest.approx(0.0625)
+    assert theory.weight_scale(np.full(5, -2.0)) == pytest.approx(4.0)
+    assert theory.weight_scale(np.ones(5)) == 1.0
+    assert theory.weight_scale(np.array([1.0, 1.0, 0.5])) is None
+    assert theory.weight_scale(np.zeros(3)) is None
+
+
+def test_unequal_weights_bounds_not_applicable(rng):
+    X = unit_rows(rng, 3, 3)
+    act = OddPower(1, 0.1)
+    assert theory.bounds_applicability(X, act, np.full(6, 0.05)).ok
+    a = theory.bounds_applicability(X, act, rng.uniform(0.5, 1.5, 6))
+    assert not a.ok and "unequal second-layer weights" in a.reason
+
+
+@pytest.mark.parametrize("cw", [0.25, 0.05, -3.0])
+def test_constant_weights_rescale_gradient_exactly(rng, cw):
+    """w_j = c: F = c²F₁ and ∇_M F = c²∇_M F₁ at every θ (M is the w = 1 manifold for labels y/c)."""
+    act = OddPower(1, 0.1)
+    m, d, n = 5, 4, 3
+    X = unit_rows(rng, n, d)
+    th = 0.5 * rng.standard_normal((4, m, d))
+    ones, wc = np.ones(m), np.full(m, cw)
+    np.testing.assert_allclose(
+        model.sharpness(np, act, th, X, wc), cw**2 * model.sharpness(np, act, th, X, ones)
+    )
+    np.testing.assert_allclose(
+        model.riemannian_grad(np, act, th, X, wc),
+        cw**2 * model.riemannian_grad(np, act, th, X, ones),
+        atol=1e-13,
+    )
+    # the bound functions are the w = 1 bounds in the time s = c²τ
+    c = theory.constants(act, X)
+    s2 = cw**2
+    assert theory.grad_eps_time(s2 * 3.0, c, s2 * 1e-6, s2) == pytest.approx(
+        theory.grad_eps_time(3.0, c, 1e-6) / s2
+    )
+    assert theory.theorem3_time(s2 * 3.0, c, 1e-6, s2) == pytest.approx(
+        theory.theorem3_time(3.0, c, 1e-6) / s2
+    )
+    assert theory.lemma6_bound(s2 * 1e-3, c, s2) == pytest.approx(theory.lemma6_bound(1e-3, c))
+
+
+def test_eq16_and_eq17_formulas():
+    """eq. (16) bounds the gradient time, eq. (17) = (C.1) the distance time; (17) is (16) at ε√μϱ1ϱ2."""
+    c = theory.Constants(mu=0.02, rho1=0.1, rho2=6.0, beta=0.2, beta_paper=0.01)
+    e16 = 3.0 / (0.02 * 0.04) + np.log(0.02 * 0.04 / 1e-12) / (0.1 * 6 * 0.02)
+    assert theory.grad_eps_time(3.0, c, 1e-6) == pytest.approx(e16)
+    eps_z = 1e-6
+    assert theory.theorem3_time(3.0, c, eps_z) == pytest.approx(
+        theory.grad_eps_time(3.0, c, eps_z * np.sqrt(0.02) * 0.1 * 6.0)
+    )

@@ -566,6 +566,11 @@ def _semantic_checks(name: str, reg: dict) -> None:
             f"{where}, field 'activation.k': 'cubic' is z^3 + νz (k = 1), got k = {act['k']}; "
             f"for z^{2 * act['k'] + 1} + νz write name: odd_power"
         )
+    if reg["brute_force"]["steps"] > 0 and alg != "label_noise_sgd":
+        raise ConfigError(
+            f"{where}, field 'brute_force.steps': the brute-force check continues label-noise SGD, "
+            f"not '{alg}'; set brute_force.steps: 0"
+        )
     s = reg["sgd"]
     outside = [k for k in s["record_steps"] if not 0 <= k <= s["steps"]]
     if outside:
@@ -620,6 +625,7 @@ STAGE_MODULES = {
     "make_data": ("data",),
     "run_sgd": ("sgd", "checkpoint", "backend", "activations", "model"),
     "run_flow": ("flow", "activations", "theory", "analysis", "model"),
+    "run_brute_force": ("sgd", "backend", "activations", "model"),  # run_sgd without its checkpoint
     "compare": ("theory", "analysis", "activations", "model"),
     "summary": (),
     "figure": ("figures",),

@@ -39,6 +39,40 @@ def _mark_handover(axes, tau: float) -> None:
     axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
 
 
+def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
+    """The hand-over measured (medians over replicas): SGD's loss, how far the retraction
+    onto M moves θ and Z, F before and after; a warning when that move is not small
+    against the flow's own displacement (comparison.nc's handover_* variables)."""
+    from .stages import HANDOVER_SMALL
+
+    def med(name: str) -> float:
+        return float(np.nanmedian(cmp_[name].values[keep]))
+
+    ratio = med("handover_move_ratio")
+    text = (
+        f"hand-over (median): SGD's loss {med('loss_sgd_end'):.2g}, F {med('sharpness_handover_before'):.4g} → "
+        f"{med('sharpness_handover_after'):.4g}\nretraction onto M moves θ by {med('handover_theta_move'):.2g} "
+        f"(max|Δz| {med('handover_z_move'):.2g}) = {100 * ratio:.2g}% of the flow's own travel"
+    )
+    if ratio > HANDOVER_SMALL:
+        text += (
+            "\nNOT small: the flow starts visibly away from SGD's last iterate (large ησ: SGD sits far off M)"
+        )
+    ax.text(
+        0.01,
+        0.02,
+        text,
+        transform=ax.transAxes,
+        fontsize=7,
+        va="bottom",
+        color="crimson" if ratio > HANDOVER_SMALL else "k",
+        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+        zorder=5,
+    )
+    if ax.get_legend() is not None:
+        ax.legend(loc="center right", fontsize=7)
+
+
 def _meaningful_ranks(cfg: dict) -> int:
     """Z = ΘXᵀ has rank ≤ min(m, n, d): singular values past that are exactly 0."""
     return min(cfg["m"], cfg["n"], cfg["d"])
@@ -192,6 +226,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     )
     ax.legend(fontsize=7, ncol=2)
     _mark_handover(axes, float(fl.attrs["tau_start"]))
+    _handover_note(axes[0], cmp_, keep)
     caveat = ""
     if not int(cmp_.attrs.get("theorem2_applicable", 1)):
         caveat = f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
@@ -202,6 +237,70 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         f"{note}, median and 10–90% band\n"
         "(a replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state; lower panels floored at 1e-16)"
         + caveat,
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
+def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
+    """The GD control against its own steps: loss, F − F* and σ_k/σ_1, no flow after it.
+
+    Without label noise there is no drift along M: GD stops where it reaches M and keeps
+    the rank it arrived with. The median arrival step (loss ≤ 1e-12 for good) is marked.
+    """
+    sgd = storage.open_dataset(inputs["sgd"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    keep, note = _kept(sgd)
+    step = sgd["step"].values
+    pos = step > 0
+    F_star = float(cmp_["sharpness_star"].values[0])
+    has_star = np.isfinite(F_star)
+
+    def frame(vals, name):
+        v = vals[keep][:, pos]
+        return pd.DataFrame({"GD step": np.tile(step[pos], v.shape[0]), "value": v.ravel(), "": name})
+
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    sns.lineplot(
+        data=frame(sgd["loss"].values, "loss"),
+        x="GD step",
+        y="value",
+        estimator="median",
+        errorbar=BAND,
+        ax=axes[0],
+    )
+    axes[0].set(yscale="log", ylabel="loss L")
+    F = sgd["sharpness"].values - (F_star if has_star else 0.0)
+    sns.lineplot(data=frame(F, "F"), x="GD step", y="value", estimator="median", errorbar=BAND, ax=axes[1])
+    axes[1].set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F (no F*)")
+    K = _meaningful_ranks(cfg)
+    df = _long(sgd["feature_sv"].values[:, pos], step[pos], "GD step", range(2, K + 1), keep)
+    df["value"] = np.maximum(df["value"], 1e-16)
+    sns.lineplot(
+        data=df, x="GD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=axes[2]
+    )
+    axes[2].set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)")
+    arrival = cmp_["step_arrival_on_M"].values[keep]
+    arrival = arrival[arrival >= 0]
+    if arrival.size:
+        k_arr = float(np.median(arrival))
+        for ax in axes:
+            ax.axvline(k_arr, color="k", lw=0.8, ls=":")
+        ranks = cmp_["feature_rank_arrival_on_M"].values[keep]
+        final = cmp_["feature_rank_flow_end"].values[keep]
+        axes[0].text(
+            k_arr,
+            axes[0].get_ylim()[1],
+            f" on M (loss ≤ 1e-12), median step {k_arr:.3g}",
+            va="top",
+            fontsize=8,
+        )
+        rank_note = f"rank on arrival at M (median) {np.median(ranks):g}, at the end {np.median(final):g}"
+    else:
+        rank_note = "GD did not reach M (loss ≤ 1e-12) within its steps"
+    fig.suptitle(
+        f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
+        f"no flow: without label noise there is no drift along M; {rank_note}",
         fontsize=9,
     )
     _save(fig, png, pdf)
@@ -310,6 +409,35 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
     _save(fig, png, pdf)
 
 
+def gd_structure(regime, cfg, inputs, png, pdf) -> None:
+    """The GD control's effective rank of Z and neuron clusters against its steps (no flow)."""
+    sgd = storage.open_dataset(inputs["sgd"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    keep, note = _kept(sgd)
+    step = sgd["step"].values
+    pos = step > 0
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for ax, var, label_ in (
+        (axes[0], "feature_rank_sgd", f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)"),
+        (
+            axes[1],
+            "cluster_count_sgd",
+            f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)",
+        ),
+    ):
+        v = cmp_[var].values.astype(float)[keep][:, pos]
+        v[v < 0] = np.nan
+        df = pd.DataFrame({"GD step": np.tile(step[pos], v.shape[0]), "value": v.ravel()})
+        sns.lineplot(data=df, x="GD step", y="value", estimator="median", errorbar=BAND, ax=ax)
+        ax.set(xscale="log", ylabel=label_)
+    fig.suptitle(
+        f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
+        "no flow: without label noise there is no drift along M, GD keeps its structure on M",
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
 def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], png: str, pdf: str) -> None:
     """Final effective rank and sharpness gap (or F) over the first two sweep axes."""
     sns.set_theme(style="white", context="notebook")
@@ -377,4 +505,153 @@ KINDS = {
 
 def draw(kind: str, regime: str, cfg: dict, inputs: dict, png: str, pdf: str) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
+    if kind in ("trajectory", "structure") and cfg["algorithm"]["name"] == "gd":  # the control has no flow
+        (gd_trajectory if kind == "trajectory" else gd_structure)(regime, cfg, inputs, png, pdf)
+        return
     KINDS[kind](regime, cfg, inputs, png, pdf)
+
+
+def _sgd_and_continued(inputs: dict):
+    """sgd.nc's records followed by brute_force.nc's (SGD continued past the hand-over)."""
+    import xarray as xr
+
+    sgd = storage.open_dataset(inputs["sgd"])
+    bf = storage.open_dataset(inputs["brute"])
+    both = xr.concat(
+        [sgd, bf.isel(record=slice(1, None))],
+        dim="record",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="override",
+    )
+    return sgd, bf, both
+
+
+def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
+    """The paper's Figure 1a: σ_k(Z)/σ_1(Z) of label-noise SGD's own iterates against steps, no flow."""
+    sgd, bf, both = _sgd_and_continued(inputs)
+    keep = ~(sgd["diverged"].values.astype(bool) | bf["diverged"].values.astype(bool))
+    note = f"{keep.sum()} of {keep.size} replicas" if not keep.all() else f"{keep.size} replicas"
+    step = both["step"].values
+    pos = step > 0
+    K = _meaningful_ranks(cfg)
+    df = _long(both["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sns.lineplot(
+        data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
+    )
+    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
+    ax.axhline(1e-2, color="grey", lw=0.8, ls="--")
+    k_h = int(sgd["step"].values[-1])
+    ax.axvline(k_h, color="k", lw=0.8, ls=":")
+    ax.text(
+        k_h,
+        ax.get_ylim()[0],
+        " fig1a hands over to the flow here;\n SGD goes on (fresh noise streams)",
+        va="bottom",
+        fontsize=7,
+    )
+    end = np.median(
+        both["feature_sv"].values[keep, -1, 1:K] / both["feature_sv"].values[keep, -1, :1], axis=0
+    )
+    per_step = cfg["eta"] ** 2 * cfg["sigma"] ** 2
+    top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
+    top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
+    ax.set_title(
+        f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band\n"
+        f"median at step {step[-1]:.3g}: " + ", ".join(f"σ{k + 2}/σ1 = {v:.2g}" for k, v in enumerate(end)),
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
+def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
+    """SGD run on past the hand-over against the flow, on one τ axis, with SGD's stationary spread."""
+    data = storage.open_dataset(inputs["data"])
+    fl = storage.open_dataset(inputs["flow"])
+    cmp_ = storage.open_dataset(inputs["comparison"])
+    sgd, bf, both = _sgd_and_continued(inputs)
+    keep = ~(sgd["diverged"].values.astype(bool) | bf["diverged"].values.astype(bool))
+    act = make_activation(cfg["activation"])
+    X, w = data["x"].values, data["w"].values
+    F_star = float(cmp_["sharpness_star"].values[0])
+    has_star = np.isfinite(F_star)
+    shift = F_star if has_star else 0.0
+    tau_s = both["tau"].values
+    pos = tau_s >= 0.5 * float(
+        fl.attrs["tau_start"]
+    )  # from just before the hand-over (sgd_alone has the rest)
+    tau_b = float(cmp_["brute_tau"].values[0])
+    n_f = max(int(np.searchsorted(fl["tau"].values, tau_b, side="right")), 1)  # flow records up to τ_b
+    flc = fl.isel(record=slice(0, n_f))
+    tau_f = flc["tau"].values
+    th_end = fl["theta_end"].values
+    F_f = _fill_end(flc["sharpness"].values, model.sharpness(np, act, th_end, X, w)) - shift
+
+    def frame(tau, vals, stage):
+        v = vals[keep]
+        return pd.DataFrame({"τ": np.tile(tau, v.shape[0]), "value": v.ravel(), "stage": stage})
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+    ax = axes[0]
+    df = pd.concat(
+        [
+            frame(tau_s[pos], both["sharpness"].values[:, pos] - shift, "label-noise SGD (run on)"),
+            frame(tau_f, F_f, "manifold flow"),
+        ]
+    )
+    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    tolF = float(np.nanmedian(cmp_["brute_sharpness_tol"].values[keep]))
+    F_end = float(np.nanmedian(cmp_["brute_sharpness_gap_flow"].values[keep]))
+    ax.axhspan(
+        F_end - tolF,
+        F_end + tolF,
+        color="grey",
+        alpha=0.2,
+        lw=0,
+        label=f"flow ± 5 sd of SGD's stationary spread of F ({tolF:.2g})",
+    )
+    ax.set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    # distance to the flow's end point: z* where Theorem 2 applies, the flow's limit otherwise
+    z_ref = th_end @ X.T  # (R, m, n)
+    zd_s = np.max(np.abs(both["theta"].values[:, pos] @ X.T - z_ref[:, None]), axis=(-2, -1))
+    thf = flc["theta"].values.copy()
+    for t in range(1, thf.shape[1]):
+        miss = np.isnan(thf[:, t]).any(axis=(-2, -1))
+        thf[miss, t] = th_end[miss]
+    zd_f = np.max(np.abs(thf @ X.T - z_ref[:, None]), axis=(-2, -1))
+    df = pd.concat(
+        [
+            frame(tau_s[pos], zd_s, "label-noise SGD (run on)"),
+            frame(tau_f, np.maximum(zd_f, 1e-16), "manifold flow"),
+        ]
+    )
+    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    tolz = float(np.nanmedian(cmp_["brute_z_tol"].values[keep]))
+    ax.axhline(tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})")
+    end_name = "the flow's end point (= z*, Theorem 2)" if has_star else "the flow's end point (no z*: n > d)"
+    ax.set(yscale="log", ylabel="max_ji |z_ji − z_ji(flow end)|")
+    ax.set_title(f"distance of the pre-activations to {end_name}", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.set(xscale="log", xlabel="flow time τ = η²σ²·step")
+    _mark_handover(axes, float(fl.attrs["tau_start"]))
+    for a in axes:
+        a.axvline(tau_b, color="crimson", lw=0.8, ls=":")
+    n_in = int(np.nansum(cmp_["brute_within_tol"].values[keep]))
+    diff = cmp_["brute_sharpness_diff"].values[keep]
+    diff = diff[np.isfinite(diff)]
+    se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
+    fig.suptitle(
+        f"{_header(regime, cfg)}\nlabel-noise SGD run on past the hand-over vs the flow from SGD's state at the "
+        f"hand-over, {keep.sum()} replicas (median, 10–90% band)\nat τ = {tau_b:.3g} (red line) {n_in} of "
+        f"{keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point (z and F)\n"
+        f"mean F(SGD) − F(flow) = {diff.mean():.2g} ± {se:.2g} (s.e.)",
+        fontsize=9,
+    )
+    _save(fig, png, pdf)
+
+
+KINDS.update(sgd_alone=sgd_alone, brute_force=brute_force_overlay)  # regimes with brute_force.steps > 0

@@ -254,25 +254,7 @@ def run_sgd(
             int(res.diverged.sum()),
             res.diverged.size,
         )
-    k = max(res.feature_sv.shape[-1], res.weight_sv.shape[-1])
-    dims = ("replica", "record")
-    ds = xr.Dataset(
-        {
-            "theta": (dims + ("neuron", "feature"), res.theta),
-            "loss": (dims, res.loss),
-            "sharpness": (dims, res.sharpness),
-            "feature_sv": (dims + ("rank",), storage.sv_padded(res.feature_sv, k)),
-            "weight_sv": (dims + ("rank",), storage.sv_padded(res.weight_sv, k)),
-            "diverged": (("replica",), res.diverged),
-            "diverged_step": (("replica",), res.diverged_step),
-        },
-        coords={
-            "replica": np.arange(res.theta.shape[0]),
-            "step": ("record", res.step),
-            "tau": ("record", _clock(cfg, res.step, X.shape[0])),
-            "rank": np.arange(1, k + 1),
-        },
-    )
+    ds = _sgd_dataset(res, cfg, X.shape[0])
     ds.attrs = _attrs(regime, cfg, backend, f"{regime}: {ALGORITHM_TITLES[alg['name']]}", res.kernel)
     ds.attrs["algorithm"] = alg["name"]
     ds.attrs["clock"] = CLOCKS[alg["name"]]
@@ -366,6 +348,84 @@ def flag_final_divergence(res, loss_bound: float, steps: int) -> None:
         arr[bad, last] = np.nan
 
 
+def _sgd_dataset(res, cfg: dict, n: int, step0: int = 0) -> xr.Dataset:
+    """sgd.nc's variables from a run's records; ``step0`` offsets the steps (a continued run)."""
+    k = max(res.feature_sv.shape[-1], res.weight_sv.shape[-1])
+    dims = ("replica", "record")
+    step = res.step + step0
+    return xr.Dataset(
+        {
+            "theta": (dims + ("neuron", "feature"), res.theta),
+            "loss": (dims, res.loss),
+            "sharpness": (dims, res.sharpness),
+            "feature_sv": (dims + ("rank",), storage.sv_padded(res.feature_sv, k)),
+            "weight_sv": (dims + ("rank",), storage.sv_padded(res.weight_sv, k)),
+            "diverged": (("replica",), res.diverged),
+            "diverged_step": (("replica",), np.where(res.diverged, res.diverged_step + step0, -1)),
+        },
+        coords={
+            "replica": np.arange(res.theta.shape[0]),
+            "step": ("record", step),
+            "tau": ("record", _clock(cfg, step, n)),
+            "rank": np.arange(1, k + 1),
+        },
+    )
+
+
+def run_brute_force(regime: str, cfg: dict, data_path: str, sgd_path: str, out: str) -> None:
+    """brute_force.nc: label-noise SGD continued from SGD's last iterate for brute_force.steps more
+    steps, past the hand-over to the flow, on the same τ axis (fresh noise streams from
+    brute_force.seed: the same law as continuing the first run's streams).
+
+    It is what the flow continuation replaces; :func:`compare` holds the two against each
+    other at the continued run's last τ (docs/theory.md).
+    """
+    data, X, y, w = _inputs(data_path)
+    sgd = storage.open_dataset(sgd_path)
+    act = make_activation(cfg["activation"])
+    b = cfg["brute_force"]
+    s = cfg["sgd"]
+    K = int(b["steps"])
+    rec = record_schedule(K, b["log_points"], b["linear_points"])
+    xp, backend = get_backend(cfg["backend"])
+    t0 = time.monotonic()
+    res = label_noise_sgd(
+        xp,
+        act,
+        sgd["theta"].values[:, -1],
+        X,
+        y,
+        w,
+        eta=cfg["eta"],
+        sigma=cfg["sigma"],
+        steps=K,
+        record_steps=rec,
+        seed=b["seed"],
+        dtype=cfg["dtype"],
+        loss_bound=s["loss_bound"],
+        progress=lambda msg: log.info("%s brute force: %s", regime, msg),
+        progress_seconds=60.0,
+    )
+    log.info(
+        "%s: brute force, %d more steps x %d replicas in %.1f s",
+        regime,
+        K,
+        cfg["replicas"],
+        time.monotonic() - t0,
+    )
+    ds = _sgd_dataset(res, cfg, X.shape[0], step0=int(sgd["step"].values[-1]))
+    ds.attrs = _attrs(
+        regime,
+        cfg,
+        backend,
+        f"{regime}: label-noise SGD continued past the hand-over (brute force)",
+        res.kernel,
+    )
+    ds.attrs["algorithm"] = cfg["algorithm"]["name"]
+    ds.attrs["clock"] = CLOCKS[cfg["algorithm"]["name"]]
+    storage.write_netcdf(ds, out)
+
+
 ALGORITHM_TITLES = {
     "label_noise_sgd": "label-noise SGD",
     "gd": "gradient descent (control)",
@@ -413,6 +473,9 @@ def run_flow_stage(
     data, X, y, w = _inputs(data_path)
     sgd = storage.open_dataset(sgd_path)
     act = make_activation(cfg["activation"])
+    if cfg["algorithm"]["name"] == "gd":
+        _no_flow(regime, cfg, sgd, X, w, out)
+        return
     f = cfg["flow"]
     z_star, F_star, _ = _targets(act, X, y, w)
     tau0 = float(sgd["tau"].values[-1])
@@ -526,17 +589,157 @@ def run_flow_stage(
         ckpt.clear()
 
 
+NO_FLOW = "not_applicable"
+NO_FLOW_REASON = "not applicable: no drift along M without noise (plain GD stops where it reaches M)"
+
+
+def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarray, out: str) -> None:
+    """flow.nc for GD: no flow. One record (offset 0) holding GD's last iterate, unchanged.
+
+    Without label noise there is no drift along M, so continuing GD with the sharpness
+    flow would show a bias GD does not have. The file keeps the flow's layout so the
+    comparison and the figures read GD's end as the run's end.
+    """
+    act = make_activation(cfg["activation"])
+    th = sgd["theta"].values[:, -1]
+    R = th.shape[0]
+    finite = np.isfinite(th).all(axis=(1, 2))
+    grad = np.full(R, np.nan)
+    grad[finite] = model.norm(np, model.riemannian_grad(np, act, th[finite], X, w))
+    fsv, wsv = _sv_vars(th[:, None], X)
+    dims = ("replica", "record")
+    ds = xr.Dataset(
+        {
+            "theta": (dims + ("neuron", "feature"), th[:, None]),
+            "loss": (dims, sgd["loss"].values[:, -1:]),
+            "sharpness": (dims, sgd["sharpness"].values[:, -1:]),
+            "grad_norm": (dims, grad[:, None]),
+            "feature_sv": (dims + ("rank",), fsv),
+            "weight_sv": (dims + ("rank",), wsv),
+            "theta_end": (("replica", "neuron", "feature"), th),
+            "tau_end": (("replica",), np.zeros(R)),
+            "grad_norm_end": (("replica",), grad),
+            "tau_eps_offset": (("replica",), np.full(R, np.nan)),
+            "nfev": (("replica",), np.zeros(R)),
+            "status": (("replica",), np.where(finite, NO_FLOW, "sgd_diverged").astype(str)),
+            "retraction": (("replica",), np.array(["none"] * R)),
+        },
+        coords={
+            "replica": np.arange(R),
+            "tau": ("record", [0.0]),
+            "tau_offset": ("record", [0.0]),
+            "rank": np.arange(1, fsv.shape[-1] + 1),
+        },
+    )
+    ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: no flow ({NO_FLOW_REASON})")
+    ds.attrs["tau_start"] = 0.0
+    ds.attrs["flow"] = NO_FLOW_REASON
+    storage.write_netcdf(ds, out)
+    log.info("%s: %s; flow.nc holds GD's last iterate", regime, NO_FLOW_REASON)
+
+
+def arrival_on_M(loss: np.ndarray, loss_tol: float) -> np.ndarray:
+    """Index of the first record from which the loss stays ≤ loss_tol (-1: never)."""
+    below = np.isfinite(loss) & (loss <= loss_tol)
+    idx = np.full(loss.shape[0], -1)
+    for r in range(loss.shape[0]):
+        above = np.flatnonzero(~below[r])
+        i = 0 if above.size == 0 else above[-1] + 1
+        if i < loss.shape[1]:
+            idx[r] = i
+    return idx
+
+
+# A run counts as having arrived on M once its loss stays at or below this (labels are O(1)).
+ARRIVAL_LOSS = 1e-12
+
+
+# The brute-force tolerance, in standard deviations of SGD's stationary spread around M.
+BRUTE_SDS = 5.0
+
+
+def _flow_at(fl: xr.Dataset, tau: float) -> np.ndarray:
+    """Each replica's flow state at flow time τ: its end state if it stopped by then, else its
+    last record at or before τ (records are log-spaced; F only decreases along the flow)."""
+    th = fl["theta_end"].values.copy()
+    i = max(int(np.searchsorted(fl["tau"].values, tau, side="right")) - 1, 0)
+    running = fl["tau_end"].values > tau
+    th[running] = fl["theta"].values[running, i]
+    return th
+
+
+def _brute_force_columns(cfg, act, X, w, fl, brute_path, z_star, F_star) -> tuple[dict, float]:
+    """SGD continued past the hand-over against the flow at the same τ (docs/theory.md).
+
+    The tolerance is BRUTE_SDS standard deviations of SGD's stationary spread around the
+    flow's point (theory.sgd_stationary_spread): max|Δz| ≤ BRUTE_SDS·max_ji sd(z_ji) and
+    |ΔF| ≤ BRUTE_SDS·sd(F).
+    """
+    bf = storage.open_dataset(brute_path)
+    tau = float(bf["tau"].values[-1])
+    th_s = bf["theta"].values[:, -1]
+    th_f = _flow_at(fl, tau)
+    R = th_s.shape[0]
+    F_s = model.sharpness(np, act, th_s, X, w)
+    F_f = model.sharpness(np, act, th_f, X, w)
+    z_tol, F_tol, L_pred = (np.full(R, np.nan) for _ in range(3))
+    for r in range(R):
+        if np.isfinite(th_f[r]).all():
+            sp = theory.sgd_stationary_spread(act, th_f[r], X, w, cfg["eta"], cfg["sigma"])
+            z_tol[r], F_tol[r], L_pred[r] = BRUTE_SDS * np.max(sp.z_std), BRUTE_SDS * sp.F_std, sp.loss_mean
+    z_gap = np.max(np.abs((th_s - th_f) @ X.T), axis=(-2, -1))
+    F_gap = F_s - F_f
+    shift = 0.0 if F_star is None else F_star
+
+    def zd(th):
+        return np.full(R, np.nan) if z_star is None else np.max(np.abs(th @ X.T - z_star), axis=(-2, -1))
+
+    within = pd.array(
+        [
+            pd.NA if np.isnan(a) or np.isnan(t) else bool(a <= t and abs(b) <= u)
+            for a, b, t, u in zip(z_gap, F_gap, z_tol, F_tol, strict=True)
+        ],
+        dtype="boolean",
+    )
+    return {
+        "brute_tau": tau,
+        "brute_z_dist_sgd": zd(th_s),
+        "brute_z_dist_flow": zd(th_f),
+        "brute_sharpness_gap_sgd": F_s - shift,
+        "brute_sharpness_gap_flow": F_f - shift,
+        "brute_z_gap": z_gap,
+        "brute_z_tol": z_tol,
+        "brute_sharpness_diff": F_gap,
+        "brute_sharpness_tol": F_tol,
+        "brute_within_tol": within,
+        "brute_loss_sgd": bf["loss"].values[:, -1],
+        "brute_loss_stationary": L_pred,
+        "brute_feature_rank_sgd": analysis.numerical_rank(bf["feature_sv"].values[:, -1]),
+    }, tau
+
+
 def compare(
-    regime: str, cfg: dict, data_path: str, sgd_path: str, flow_path: str, out_nc: str, out_csv: str
+    regime: str,
+    cfg: dict,
+    data_path: str,
+    sgd_path: str,
+    flow_path: str,
+    out_nc: str,
+    out_csv: str,
+    brute_path: str | None = None,
 ) -> None:
-    """comparison.nc/.csv: one row per replica against Theorems 2 and 3 and Lemma 6."""
+    """comparison.nc/.csv: one row per replica against Theorems 2 and 3 and Lemma 6, and, with
+    ``brute_path`` (brute_force.nc), SGD continued past the hand-over against the flow."""
     data, X, y, w = _inputs(data_path)
     sgd = storage.open_dataset(sgd_path)
     fl = storage.open_dataset(flow_path)
     act = make_activation(cfg["activation"])
     eps, z_tol = cfg["theory"]["epsilon"], cfg["theory"]["z_tol"]
     z_star, F_star, app2 = _targets(act, X, y, w)
-    app3 = theory.theorem3_applicability(X, act)
+    app3 = theory.bounds_applicability(X, act, w)
+    if fl.attrs.get("flow") == NO_FLOW_REASON:  # GD: Theorem 3 is about a flow that does not run
+        app3 = theory.Applicability(False, f"Theorem 3: {NO_FLOW_REASON}")
+    scale = theory.weight_scale(w) or 1.0  # c² for constant w_j = c (exact rescaling)
     c = theory.constants(act, X)
     R = sgd.sizes["replica"]
     th_sgd = sgd["theta"].values[:, -1]
@@ -552,23 +755,31 @@ def compare(
         return model.sharpness(np, act, th, X, w)
 
     F0 = sharp(th_flow0)
-    bound = np.array([theory.theorem3_time(F, c, eps) if app3.ok else np.nan for F in F0])
+    bounds_ok = app3.ok and z_star is not None  # (Theorem 3 applicable implies Theorem 2 is)
+    nan_r = np.full(R, np.nan)
+    bound = np.array([theory.grad_eps_time(F, c, eps, scale) for F in F0]) if bounds_ok else nan_r
+    zbound = np.array([theory.theorem3_time(F, c, eps, scale) for F in F0]) if bounds_ok else nan_r
     gn_end = fl["grad_norm_end"].values
-    # Lemma 6 at every flow record (and the end): max|z − z*| ≤ ‖∇_M F‖ / (√μ ϱ1ϱ2)
-    if app3.ok and z_star is not None:
+    tau_eps = fl["tau_eps_offset"].values
+    fl_end = fl["tau_end"].values - float(fl.attrs["tau_start"])
+    if bounds_ok:
         zrec = np.max(np.abs(fl["theta"].values @ X.T - z_star), axis=(-2, -1))
-        l6rec = theory.lemma6_bound(fl["grad_norm"].values, c)
+        # Lemma 6 at every flow record (and the end): max|z − z*| ≤ ‖∇_M F‖ / (c²√μ ϱ1ϱ2)
+        l6rec = theory.lemma6_bound(fl["grad_norm"].values, c, scale)
         with np.errstate(invalid="ignore"):
             l6_all = np.all((zrec <= l6rec * (1 + 1e-9) + 1e-12) | np.isnan(zrec), axis=1)
-        l6_end = theory.lemma6_bound(gn_end, c)
+        l6_end = theory.lemma6_bound(gn_end, c, scale)
+        z_lo, z_hi = _time_below_for_good(zrec, fl["tau_offset"].values, zdist(th_flow), eps)
+        holds = _bound_holds(tau_eps, tau_eps, bound, fl_end)
+        zholds = _bound_holds(z_lo, z_hi, zbound, fl_end)
     else:
-        l6_all = None
-        l6_end = np.full(R, np.nan)
+        l6_all = holds = zholds = [pd.NA] * R
+        l6_end = z_lo = z_hi = nan_r
     status = fl["status"].values.astype(str)
     z_flow = zdist(th_flow)
     na = pd.NA
     reached = pd.array(z_flow <= z_tol if z_star is not None else [na] * R, dtype="boolean")
-    tau_eps = fl["tau_eps_offset"].values
+    arr = arrival_on_M(sgd["loss"].values, ARRIVAL_LOSS)
     df = pd.DataFrame(
         {
             "regime": regime,
@@ -586,12 +797,24 @@ def compare(
             "tau_flow_start": float(fl.attrs["tau_start"]),
             "tau_eps_observed": tau_eps,
             "tau_eps_theorem3_bound": bound,
-            "theorem3_bound_holds": pd.array(tau_eps <= bound if app3.ok else [na] * R, dtype="boolean"),
+            "theorem3_bound_holds": pd.array(holds, dtype="boolean"),
+            "tau_z_eps_observed": z_hi,
+            "tau_z_eps_observed_after": z_lo,
+            "tau_z_eps_theorem3_bound": zbound,
+            "theorem3_z_bound_holds": pd.array(zholds, dtype="boolean"),
             "lemma6_bound_end": l6_end,
-            "lemma6_holds_all_records": pd.array(
-                l6_all if app3.ok and z_star is not None else [na] * R, dtype="boolean"
+            "lemma6_holds_all_records": pd.array(l6_all, dtype="boolean"),
+            "theorem3_weight_scale": scale if bounds_ok else np.nan,
+            **_handover(
+                th_sgd, th_flow0, th_flow, X, sgd["loss"].values[:, -1], sgd["sharpness"].values[:, -1], F0
             ),
             "feature_rank_sgd_end": analysis.numerical_rank(sgd["feature_sv"].values[:, -1]),
+            "step_arrival_on_M": np.where(arr >= 0, sgd["step"].values[np.maximum(arr, 0)], -1),
+            "feature_rank_arrival_on_M": np.where(
+                arr >= 0,
+                analysis.numerical_rank(sgd["feature_sv"].values[np.arange(R), np.maximum(arr, 0)]),
+                -1,
+            ),
             "feature_rank_flow_end": analysis.numerical_rank(analysis.singular_values_nan(th_flow @ X.T)),
             "cluster_count_sgd_end": analysis.cluster_count(th_sgd @ X.T),
             "cluster_count_flow_end": analysis.cluster_count(th_flow @ X.T),
@@ -600,6 +823,10 @@ def compare(
             "not_applicable_reason": "; ".join(dict.fromkeys(r for r in (app2.reason, app3.reason) if r)),
         }
     )
+    if brute_path:
+        cols, _ = _brute_force_columns(cfg, act, X, w, fl, brute_path, z_star, F_star)
+        for k, v in cols.items():
+            df[k] = v
     df["flag"] = [_flag(row, z_star is not None, z_tol) for row in df.itertuples()]
     if z_star is not None:
         df["z_tol"] = z_tol
@@ -641,10 +868,84 @@ def compare(
         df.to_csv(tmp, index=False)
 
 
+# The hand-over counts as small when the retraction moves θ by at most this fraction of the
+# flow's own displacement (figures say so when the median is above it).
+HANDOVER_SMALL = 0.1
+
+
+def _handover(th_sgd, th_flow0, th_flow_end, X, loss_sgd, F_sgd, F_flow0) -> dict[str, np.ndarray]:
+    """What the retraction onto M does at the SGD-to-flow hand-over, per replica.
+
+    θ moves from SGD's last iterate to the flow's start (its retraction onto M); the
+    flow's own travel is the displacement from its start to its end.
+    """
+    move = np.linalg.norm(th_flow0 - th_sgd, axis=(-2, -1))
+    travel = np.linalg.norm(th_flow_end - th_flow0, axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(travel > 0, move / travel, np.where(move > 0, np.inf, 0.0))
+    return {
+        "loss_sgd_end": loss_sgd,
+        "handover_theta_move": move,
+        "handover_z_move": np.max(np.abs((th_flow0 - th_sgd) @ X.T), axis=(-2, -1)),
+        "sharpness_handover_before": F_sgd,
+        "sharpness_handover_after": F_flow0,
+        "flow_theta_travel": travel,
+        "handover_move_ratio": ratio,
+    }
+
+
+def _time_below_for_good(
+    values: np.ndarray, tau: np.ndarray, end: np.ndarray, thr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bracket (after, at) of the flow time from which ``values`` ≤ ``thr`` held for good.
+
+    ``values`` (R, T) at record times ``tau`` (NaN once the flow stopped), ``end`` its
+    value where the flow stopped. The time lies in (after, at]: ``at`` is the first
+    record from which every later record and the end are ≤ thr, ``after`` the record
+    before it (0 when the flow started below). NaN, NaN where the end is above thr.
+    """
+    R = values.shape[0]
+    lo, hi = np.full(R, np.nan), np.full(R, np.nan)
+    for r in range(R):
+        if not end[r] <= thr:
+            continue
+        v = values[r]
+        above = np.flatnonzero(np.isfinite(v) & (v > thr))
+        i = 0 if above.size == 0 else above[-1] + 1
+        if i >= tau.size:  # the last record is above: the crossing came after it
+            lo[r], hi[r] = tau[-1], np.nan
+            continue
+        hi[r] = tau[i]
+        lo[r] = tau[i - 1] if i > 0 else tau[0]
+    return lo, hi
+
+
+def _bound_holds(after: np.ndarray, at: np.ndarray, bound: np.ndarray, ran_to: np.ndarray) -> list:
+    """True where the observed time (in (after, at]) is ≤ bound, False where it is surely above
+    (after ≥ bound, or never reached though the flow ran past the bound), NA where undecided."""
+    out: list = []
+    for a, t, b, e in zip(after, at, bound, ran_to, strict=True):
+        if np.isnan(b):
+            out.append(pd.NA)
+        elif np.isfinite(t):
+            out.append(True if t <= b else (False if a >= b else pd.NA))
+        elif np.isfinite(a):
+            out.append(False if a >= b else pd.NA)
+        else:
+            out.append(False if e >= b else pd.NA)
+    return out
+
+
 def _flag(row, has_target: bool, z_tol: float) -> str:
     """Why a replica does not count as having reached the Theorem 2 point ('' when it does)."""
     if row.sgd_diverged:
         return "diverged during SGD"
+    if row.flow_status == NO_FLOW:
+        return "no flow (GD): " + (
+            "did not reach the Theorem 2 point"
+            if has_target and not bool(row.reached_theorem2_point)
+            else "ended at its arrival point on M"
+        )
     if row.flow_status != "converged":
         return f"flow {row.flow_status}"
     if has_target and not bool(row.reached_theorem2_point):
@@ -672,10 +973,20 @@ def summarize(csv_paths: list[str], out: str) -> None:
                 "median_tau_eps_observed": df.loc[ok, "tau_eps_observed"].median(),
                 "median_tau_eps_theorem3_bound": df.loc[ok, "tau_eps_theorem3_bound"].median(),
                 "theorem3_bound_holds_all": _all_or_na(df.loc[ok, "theorem3_bound_holds"]),
+                "median_tau_z_eps_observed": df.loc[ok, "tau_z_eps_observed"].median(),
+                "median_tau_z_eps_theorem3_bound": df.loc[ok, "tau_z_eps_theorem3_bound"].median(),
+                "theorem3_z_bound_violated": _count_false_or_na(df.loc[ok, "theorem3_z_bound_holds"]),
                 "lemma6_holds_all": _all_or_na(df.loc[ok, "lemma6_holds_all_records"]),
+                "median_loss_sgd_end": df.loc[ok, "loss_sgd_end"].median(),
+                "median_handover_theta_move": df.loc[ok, "handover_theta_move"].median(),
+                "median_handover_move_ratio": df.loc[ok, "handover_move_ratio"].median(),
                 "feature_rank_sgd_end_median": df.loc[ok, "feature_rank_sgd_end"].median(),
                 "feature_rank_flow_end_median": df.loc[ok, "feature_rank_flow_end"].median(),
+                "feature_rank_arrival_on_M_median": df.loc[
+                    ok & (df["step_arrival_on_M"] >= 0), "feature_rank_arrival_on_M"
+                ].median(),
                 "cluster_count_flow_end_median": df.loc[ok, "cluster_count_flow_end"].median(),
+                **_brute_summary(df, ok),
                 "theorem2_applicable": bool(df["theorem2_applicable"].iloc[0]),
                 "theorem3_applicable": bool(df["theorem3_applicable"].iloc[0]),
                 "not_applicable_reason": df["not_applicable_reason"].fillna("").iloc[0],
@@ -700,6 +1011,28 @@ def _count_or_na(col: pd.Series):
     """Count of True, or 'n/a' when the column is empty (theory not applicable)."""
     col = col.dropna()
     return "n/a" if col.empty else int(col.astype(bool).sum())
+
+
+def _brute_summary(df: pd.DataFrame, ok: pd.Series) -> dict:
+    """The brute-force columns' summary (empty where the regime has no brute-force run)."""
+    if "brute_within_tol" not in df:
+        return {}
+    cols = ("z_gap", "z_tol", "sharpness_diff", "sharpness_tol", "z_dist_sgd", "z_dist_flow")
+    diff = df.loc[ok, "brute_sharpness_diff"].dropna()
+    return {
+        "brute_tau": df["brute_tau"].iloc[0],
+        "brute_within_tol": _count_or_na(df.loc[ok, "brute_within_tol"]),
+        **{f"median_brute_{c}": df.loc[ok, f"brute_{c}"].median() for c in cols},
+        # an ensemble bias smaller than the per-replica spread shows in the mean, not per replica
+        "mean_brute_sharpness_diff": diff.mean(),
+        "se_brute_sharpness_diff": diff.std(ddof=1) / np.sqrt(diff.count()) if diff.count() > 1 else np.nan,
+    }
+
+
+def _count_false_or_na(col: pd.Series):
+    """Count of False (a bound surely violated), or 'n/a' when the column is empty."""
+    col = col.dropna()
+    return "n/a" if col.empty else int((~col.astype(bool)).sum())
 
 
 def _all_or_na(col: pd.Series):

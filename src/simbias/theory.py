@@ -105,21 +105,109 @@ def constants(act, X: np.ndarray) -> Constants:
     return Constants(gram_min_eig(X), act.rho1, act.rho2, act.beta, act.beta_paper)
 
 
-def theorem3_time(F0: float, c: Constants, eps: float) -> float:
-    """Theorem 3 (C.1): ε-stationary for all τ ≥ F(θ0)/(μβ²) + log(max(β²/(ϱ1²ϱ2²ε²), 1))/(ϱ1ϱ2μ).
+def weight_scale(w: np.ndarray) -> float | None:
+    """c² when every second-layer weight equals one c ≠ 0, else None.
 
-    NaN when a constant is not positive (see :func:`theorem3_applicability` for the reason).
+    With w_j = c the sharpness is F = c²F₁ (F₁: weights 1) and M is the zero-loss
+    manifold of weights 1 with labels y/c, so ∇_M F = c²∇_M F₁ and the flow of F
+    at time τ is the w = 1 flow at time s = c²τ. Theorem 3 and Lemma 6 (proved for
+    w_j = 1, independent of y) then hold after this exact rescaling (docs/theory.md).
     """
-    if min(c.mu, c.rho1, c.rho2, c.beta) <= 0:
+    w = np.asarray(w, dtype=float)
+    if w.size == 0 or w[0] == 0 or not np.all(w == w[0]):
+        return None
+    return float(w[0] ** 2)
+
+
+def bounds_applicability(X: np.ndarray, act, w: np.ndarray) -> Applicability:
+    """Where Theorem 3 and Lemma 6 are proved: their assumptions, and constant weights w_j = c ≠ 0."""
+    a = theorem3_applicability(X, act)
+    if not a.ok:
+        return a
+    if weight_scale(w) is None:
+        w = np.asarray(w, dtype=float)
+        return Applicability(
+            False,
+            f"unequal second-layer weights (w_j from {w.min():.3g} to {w.max():.3g}): Theorem 3 and "
+            "Lemma 6 are proved for w_j = 1, and carry over exactly only to constant w_j = c",
+        )
+    return a
+
+
+def _positive(c: Constants) -> bool:
+    return min(c.mu, c.rho1, c.rho2, c.beta) > 0
+
+
+def grad_eps_time(F0: float, c: Constants, eps: float, scale: float = 1.0) -> float:
+    """Paper eq. (16): ‖∇_M F‖ ≤ ε for all τ ≥ F₁(θ0)/(μβ²) + log(max(μβ²/ε₁², 1))/(ϱ1ϱ2μ).
+
+    With constant weights (``scale`` = c², :func:`weight_scale`) in the w = 1 time
+    s = c²τ, with F₁ = F/c² and ε₁ = ε/c²; the result is in the regime's own τ.
+    NaN when a constant is not positive.
+    """
+    if not _positive(c):
         return float("nan")
-    return float(
-        F0 / (c.mu * c.beta**2)
-        + np.log(max(c.beta**2 / (c.rho1**2 * c.rho2**2 * eps**2), 1.0)) / (c.rho1 * c.rho2 * c.mu)
+    F1, e1 = F0 / scale, eps / scale
+    s = F1 / (c.mu * c.beta**2) + np.log(max(c.mu * c.beta**2 / e1**2, 1.0)) / (c.rho1 * c.rho2 * c.mu)
+    return float(s / scale)
+
+
+def theorem3_time(F0: float, c: Constants, eps: float, scale: float = 1.0) -> float:
+    """Theorem 3 (C.1) = eq. (17): max|z − z*| ≤ ε for all
+    τ ≥ F₁(θ0)/(μβ²) + log(max(β²/(ϱ1²ϱ2²ε²), 1))/(ϱ1ϱ2μ).
+
+    It is eq. (16) at ε₁ = ε√μ ϱ1ϱ2 (Lemma 6), so it bounds the time to the
+    *distance* ε, not to the gradient ε. ``scale`` = c² as in :func:`grad_eps_time`
+    (z and ε are not rescaled). NaN when a constant is not positive.
+    """
+    if not _positive(c):
+        return float("nan")
+    F1 = F0 / scale
+    s = F1 / (c.mu * c.beta**2) + np.log(max(c.beta**2 / (c.rho1**2 * c.rho2**2 * eps**2), 1.0)) / (
+        c.rho1 * c.rho2 * c.mu
     )
+    return float(s / scale)
 
 
-def lemma6_bound(grad_norm, c: Constants):
-    """Lemma 6 / Theorem 3 (C.2): ‖∇_M F‖ ≤ δ ⇒ max|z − z*| ≤ δ / (√μ ϱ1 ϱ2)."""
+def lemma6_bound(grad_norm, c: Constants, scale: float = 1.0):
+    """Lemma 6 / Theorem 3 (C.2): ‖∇_M F‖ ≤ δ ⇒ max|z − z*| ≤ δ / (c² √μ ϱ1 ϱ2) (``scale`` = c²)."""
     if min(c.mu, c.rho1, c.rho2) <= 0:
         return np.full(np.shape(grad_norm), np.nan)
-    return np.asarray(grad_norm) / (np.sqrt(c.mu) * c.rho1 * c.rho2)
+    return np.asarray(grad_norm) / (scale * np.sqrt(c.mu) * c.rho1 * c.rho2)
+
+
+@dataclass(frozen=True)
+class StationarySpread:
+    """Label-noise SGD's stationary fluctuation around a point θ of M (linearised; docs/theory.md)."""
+
+    loss_mean: float  # E[L] = Σ_k ησ²λ_k / (1 − ηλ_k), λ_k the eigenvalues of JJᵀ (≈ ησ²F)
+    z_std: np.ndarray  # (m, n) standard deviation of each z_ji
+    F_std: float  # standard deviation of F (first order: ∇F · δθ)
+
+
+def sgd_stationary_spread(act, theta: np.ndarray, X: np.ndarray, w: np.ndarray, eta: float, sigma: float):
+    """SGD's stationary spread around θ ∈ M, to first order in the distance to M.
+
+    Near M the residual r = f − y obeys r ← (I − 2ηK) r − 2ηKζ with K = JJᵀ and
+    ζ ~ N(0, σ²I), so its stationary covariance is C = ησ²K(I − ηK)⁻¹ (needs ηλ_max < 1),
+    and θ sits off M by δθ = Jᵀ K⁻¹ r: Cov(δθ) = ησ² Jᵀ K⁻¹ (I − ηK)⁻¹ J. The spread of
+    z_ji = θ_j·x_i and of F ≈ F(θ) + ∇F·δθ follow. NaN where ηλ_max ≥ 1 (no stationary state).
+    """
+    from . import model
+
+    m, d = theta.shape
+    J = model.jacobian(np, act, theta[None], X, w)[0]  # (n, m·d)
+    K = J @ J.T
+    lam = np.linalg.eigvalsh(K)
+    n = X.shape[0]
+    if eta * lam[-1] >= 1:
+        return StationarySpread(float("nan"), np.full((m, n), np.nan), float("nan"))
+    A = np.linalg.solve(K, J)  # K⁻¹J
+    cov = eta * sigma**2 * J.T @ np.linalg.solve(np.eye(n) - eta * K, A)  # Jᵀ(I − ηK)⁻¹K⁻¹J (K's commute)
+    # z_ji = Σ_f θ_jf X_if: the rows of B map δθ (m·d, neuron-major) to δz (m, n)
+    B = np.einsum("jk,if->jikf", np.eye(m), X).reshape(m * n, m * d)
+    z_std = np.sqrt(np.maximum(np.einsum("ab,bc,ac->a", B, cov, B), 0.0)).reshape(m, n)
+    gF = model.grad_sharpness(np, act, theta[None], X, w)[0].ravel()
+    F_std = float(np.sqrt(max(gF @ cov @ gF, 0.0)))
+    loss_mean = float(np.sum(eta * sigma**2 * lam / (1 - eta * lam)))
+    return StationarySpread(loss_mean, z_std, F_std)

@@ -76,11 +76,14 @@ config.update(_validated)
 
 RESULTS = config["results"]
 REGIMES = list(config["regimes"])
-# regimes of the default target, and those behind `snakemake extensions`
+# regimes of the default target, and those behind `snakemake extensions` and `snakemake paper`
 TARGETS = {
     t: [r for r in REGIMES if config["regimes"][r]["target"] == t]
-    for t in ("default", "extensions")
+    for t in ("default", "extensions", "paper")
 }
+# regimes whose SGD is continued past the hand-over and held against the flow
+BRUTE_FORCE = [r for r in REGIMES if config["regimes"][r]["brute_force"]["steps"] > 0]
+BRUTE_KINDS = ["brute_force", "sgd_alone"]
 FIGURE_KINDS = ["singular_values", "trajectory", "neuron_pca", "structure"]
 # sweep base name -> its grid-point regimes (see simbias.sweeps)
 SWEEPS = {}
@@ -152,16 +155,33 @@ def all_figures(target="default"):
         kind=FIGURE_KINDS,
         ext=["png", "pdf"],
     )
-    return per_regime + expand(
-        f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
+    brute = expand(
+        f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
+        regime=[r for r in regimes if r in BRUTE_FORCE],
+        kind=BRUTE_KINDS,
+        ext=["png", "pdf"],
     )
+    return (
+        per_regime
+        + brute
+        + expand(
+            f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
+        )
+    )
+
+
+def brute_force_input(wildcards):
+    """brute_force.nc for a regime with brute_force.steps > 0, else nothing."""
+    if wildcards.regime in BRUTE_FORCE:
+        return f"{RESULTS}/{wildcards.regime}/brute_force.nc"
+    return []
 
 
 def report_failures():
     """After a run: name every regime the summaries mark as failed, and why."""
     import csv
 
-    for name in ("summary.csv", "summary_extensions.csv"):
+    for name in ("summary.csv", "summary_extensions.csv", "summary_paper.csv"):
         path = Path(RESULTS) / name
         if path.exists():
             with open(path, newline="") as fh:

@@ -3,6 +3,7 @@ rule compare:
         data=f"{RESULTS}/{{regime}}/data.nc",
         sgd=f"{RESULTS}/{{regime}}/sgd.nc",
         flow=f"{RESULTS}/{{regime}}/flow.nc",
+        brute=brute_force_input,
     output:
         nc=f"{RESULTS}/{{regime}}/comparison.nc",
         csv=report(
@@ -49,3 +50,17 @@ use rule summary as summary_extensions with:
         ),
     log:
         "logs/summary_extensions.log",
+
+
+use rule summary as summary_paper with:
+    input:
+        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["paper"]),
+    output:
+        report(
+            f"{RESULTS}/summary_paper.csv",
+            caption="../report/summary.rst",
+            category="summary",
+            labels={"table": "summary (paper-length regimes)"},
+        ),
+    log:
+        "logs/summary_paper.log",

@@ -9,4 +9,5 @@ stages.compare(
     snakemake.input.flow,
     snakemake.output.nc,
     snakemake.output.csv,
+    brute_path=_brute if isinstance(_brute := snakemake.input.brute, str) else next(iter(_brute), None),
 )

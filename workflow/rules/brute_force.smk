@@ -1,0 +1,42 @@
+rule run_brute_force:
+    input:
+        data=f"{RESULTS}/{{regime}}/data.nc",
+        sgd=f"{RESULTS}/{{regime}}/sgd.nc",
+    output:
+        f"{RESULTS}/{{regime}}/brute_force.nc",
+    log:
+        "logs/{regime}/run_brute_force.log",
+    benchmark:
+        "benchmarks/out/{regime}/run_brute_force.tsv"
+    params:
+        cfg=regime_cfg,
+        code=code_version("run_brute_force"),
+    script:
+        "../scripts/run_brute_force.py"
+
+
+rule brute_force_figure:
+    input:
+        data=f"{RESULTS}/{{regime}}/data.nc",
+        sgd=f"{RESULTS}/{{regime}}/sgd.nc",
+        flow=f"{RESULTS}/{{regime}}/flow.nc",
+        comparison=f"{RESULTS}/{{regime}}/comparison.nc",
+        brute=f"{RESULTS}/{{regime}}/brute_force.nc",
+    output:
+        png=report(
+            f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
+            caption="../report/figure.rst",
+            category="{regime}",
+            subcategory="figures",
+            labels={"regime": "{regime}", "figure": "{kind}"},
+        ),
+        pdf=f"{RESULTS}/figures/{{regime}}_{{kind}}.pdf",
+    log:
+        "logs/{regime}/figure_{kind}.log",
+    wildcard_constraints:
+        kind="|".join(BRUTE_KINDS),
+    params:
+        cfg=regime_cfg,
+        code=code_version("figure"),
+    script:
+        "../scripts/figure.py"
