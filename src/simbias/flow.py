@@ -6,7 +6,7 @@ Each replica continues from SGD's last iterate:
    converge, gradient flow on L first (Lemma 11), then Newton.
 2. The flow, integrated with SciPy's BDF (implicit, variable order and step,
    error-controlled): the early phase is fast and the late phase slow, so the
-   step grows by orders of magnitude (DESIGN.md §1; issue facts (a), (b)).
+   step grows by orders of magnitude (docs/math.md, "The flow on M").
    Between record times the iterate is retracted back onto M, so the recorded
    loss stays at round-off.
 3. Stop once ‖∇_M F‖ ≤ tol, or when the τ budget is spent.

@@ -1,7 +1,7 @@
 """One function per pipeline stage; the Snakemake scripts only call these.
 
 Each stage reads NetCDF, computes with the library and writes NetCDF that
-follows the output contract (DESIGN.md §3).
+follows the output contract (docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ ALGORITHM_TITLES = {
     "one_sam": "1-SAM",
 }
 CLOCKS = {
-    "label_noise_sgd": "tau = eta^2 sigma^2 step (Li, Wang & Arora 2021; DESIGN.md)",
+    "label_noise_sgd": "tau = eta^2 sigma^2 step (Li, Wang & Arora 2021; docs/math.md)",
     "one_sam": "tau = eta rho^2 step / n (derived in simbias/sam.py)",
     "gd": "none: GD has no noise, so no drift along M at the eta^2 time scale; tau is NaN",
 }
@@ -537,7 +537,8 @@ def summarize(csv_paths: list[str], out: str) -> None:
     """results/summary.csv: one row per regime."""
     rows = []
     for p in csv_paths:
-        df = pd.read_csv(p, keep_default_na=True)
+        # text columns as text: an all-empty column would otherwise be read as float NaN
+        df = pd.read_csv(p, dtype={"flag": str, "not_applicable_reason": str})
         ok = ~df["sgd_diverged"]
         rows.append(
             {

@@ -1,9 +1,10 @@
-"""NetCDF in and out: the output contract of DESIGN.md §3, written atomically."""
+"""NetCDF in and out: the output contract of docs/outputs.md, written atomically."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import os
@@ -112,6 +113,14 @@ CHUNK_BYTES = 1 << 20
 COMPLEVEL = 4
 
 
+def _version(package: str) -> str:
+    """An installed package's version, read from its metadata (without importing it)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def attrs_for(regime: str, cfg: dict, backend: str, dtype: str, title: str) -> dict:
     """Global attributes: CF-1.11 (Conventions, title, history, source, references) and provenance."""
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -124,7 +133,8 @@ def attrs_for(regime: str, cfg: dict, backend: str, dtype: str, title: str) -> d
         ),
         "history": (
             f"{now} created by simbias {__version__} (Python {platform.python_version()}, "
-            f"NumPy {np.__version__}, xarray {xr.__version__}, backend {backend}, {dtype})"
+            f"NumPy {np.__version__}, SciPy {_version('scipy')}, numba {_version('numba')}, "
+            f"xarray {xr.__version__}, netCDF4 {_version('netCDF4')}, backend {backend}, {dtype})"
         ),
         "references": REFERENCES,
         "comment": "All quantities are dimensionless (units '1'). See docs/outputs.md for every variable.",
