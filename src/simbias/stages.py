@@ -359,7 +359,8 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
     T = offsets.size
     theta = np.full((R, T, m, d), np.nan)
     per_rec = {k: np.full((R, T), np.nan) for k in ("loss", "sharpness", "grad_norm")}
-    end = {k: np.full(R, np.nan) for k in ("tau_end", "grad_norm_end", "tau_eps_offset", "nfev")}
+    end = {k: np.full(R, np.nan) for k in ("tau_end", "grad_norm_end", "tau_eps_offset")}
+    nfev = np.full(R, -1, dtype=np.int64)  # -1: no flow (the replica diverged in SGD)
     theta_end = np.full((R, m, d), np.nan)
     status = np.array(["sgd_diverged"] * R, dtype=object)
     retraction = np.array(["none"] * R, dtype=object)
@@ -373,10 +374,13 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
         end["tau_end"][r] = tau0 + res.tau_end
         end["grad_norm_end"][r] = res.grad_norm_end
         end["tau_eps_offset"][r] = res.tau_eps
-        end["nfev"][r] = res.nfev
+        nfev[r] = res.nfev
         status[r] = res.status
         retraction[r] = res.retraction
     fsv, wsv = _sv_vars(theta, X)
+    fsv_end, wsv_end = _sv_vars(theta_end, X)
+    with np.errstate(invalid="ignore"):  # NaN θ_end (diverged in SGD) gives NaN
+        loss_end = model.loss(np, act, theta_end, X, y, w)
     dims = ("replica", "record")
     ds = xr.Dataset(
         {
@@ -385,7 +389,13 @@ def run_flow_stage(regime: str, cfg: dict, data_path: str, sgd_path: str, out: s
             "feature_sv": (dims + ("rank",), fsv),
             "weight_sv": (dims + ("rank",), wsv),
             "theta_end": (("replica", "neuron", "feature"), theta_end),
+            # the end state beside θ_end: the records stop at tau_max, replicas stop earlier
+            "loss_end": (("replica",), loss_end),
+            "sharpness_end": (("replica",), model.sharpness(np, act, theta_end, X, w)),
+            "feature_sv_end": (("replica", "rank"), fsv_end),
+            "weight_sv_end": (("replica", "rank"), wsv_end),
             **{k: (("replica",), v) for k, v in end.items()},
+            "nfev": (("replica",), nfev),
             "status": (("replica",), status.astype(str)),
             "retraction": (("replica",), retraction.astype(str)),
         },
@@ -514,10 +524,7 @@ def compare(
         theorem3_applicable=int(app3.ok),
         theorem3_reason=app3.reason,
     )
-    for k, v in ds.data_vars.items():
-        if v.dtype == bool:
-            ds[k] = v.astype("i1")
-    storage.write_netcdf(ds, out_nc)
+    storage.write_netcdf(ds, out_nc)  # yes/no columns stay bool, as `diverged` in sgd.nc
     with storage.atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
 
