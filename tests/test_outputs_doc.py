@@ -6,6 +6,7 @@ through ``tiny_workdir``); every NetCDF file it writes is checked variable by va
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -258,5 +259,13 @@ def test_report_holds_every_figure_table_and_config(tiny, tmp_path):
         for kind in ("singular_values", "trajectory", "neuron_pca"):
             assert f"{regime}_{kind}.png" in html
     assert html.count("Resolved configuration of this regime") == len(REGIMES)
-    assert "median_z_dist_flow_end" in html  # summary.csv rendered as a table in its caption
-    assert "Regimes in this run" in html and "later__eta-0p1" in html
+    # the tables are shown as HTML tables (embedded base64 pages), not offered as CSV downloads
+    pages = [
+        base64.b64decode(b).decode() for b in re.findall(r"data:text/html;base64,([A-Za-z0-9+/=]+)", html)
+    ]
+    tables = [p for p in pages if "<table>" in p]
+    assert any("median_z_dist_flow_end" in p and "<td" in p for p in tables), "summary table"
+    assert sum("z_dist_flow_end" in p and "flow_status" in p for p in tables) == len(REGIMES)
+    # the regime table lists this report's regimes, with readable activations
+    assert "Regimes in this run" in html and "later__eta-0p1" not in html
+    assert "z³ + 0.1z" in html and "nu = 0.1" not in html

@@ -166,6 +166,16 @@ def test_configfile_adds_and_merges_regimes(tiny_run, tmp_path):
     with xr.open_dataset(work / "results" / "tiny_b" / "sgd.nc") as sgd:
         cfg = json.loads(sgd.attrs["config_json"])
     assert (cfg["sigma"], cfg["m"], cfg["d"], cfg["n"], cfg["replicas"]) == (0.1, 4, 2, 3, 2)
+    # the extra file's new regime goes into a summary of its own: summary.csv keeps config.yaml's
+    proc = smk(work, "-n", "--configfile", "extra.yaml", "-p")
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", proc.stdout):
+        out = re.search(r"output: (\S+)", block)
+        if out:
+            jobs[out.group(1)] = block
+    assert "tiny_c" not in jobs["results/summary.csv"] and "tiny_b" in jobs["results/summary.csv"]
+    assert "results/tiny_c/comparison.csv" in jobs["results/summary_extra.csv"]
+    assert "tiny_b" not in jobs["results/summary_extra.csv"]
     # a bad field in the extra file is refused like one in config.yaml, before anything runs
     (work / "bad.yaml").write_text(yaml.safe_dump({"regimes": {"tiny_c": {"sigmaa": 1}}}))
     proc = smk(work, "-n", "--configfile", "bad.yaml")
@@ -217,3 +227,15 @@ def test_open_regime_puts_sgd_and_the_flow_on_one_tau_axis(tiny_run):
     np.testing.assert_array_equal(ds["sharpness_end"], fl["sharpness_end"])
     assert {"x", "y", "w", "theta0"} <= set(ds.data_vars) and ds.attrs["regime"] == "tiny_a"
     assert ds.attrs["mu"] == cmp_.attrs["mu"] and ds.attrs["tau_start"] == fl.attrs["tau_start"]
+
+
+def test_default_target_remakes_a_deleted_netcdf(tiny_run, tmp_path):
+    """Every NetCDF file is in the default target: deleting one reruns its job (and only those after)."""
+    work = tmp_path / "rm"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    (work / "results" / "tiny_a" / "sgd.nc").unlink()
+    proc = smk(work, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Nothing to be done" not in out, out
+    assert re.search(r"rule run_sgd:\n(.*\n)*?\s+output: results/tiny_a/sgd.nc", out), out
+    assert "regime=tiny_b" not in out

@@ -108,3 +108,15 @@ def test_no_file_cites_design_notes_outside_the_repository():
         cwd=REPO,
     ).stdout.split()
     assert files == [], files
+
+
+def test_default_target_keeps_the_readme_figure_current(tmp_path):
+    """The README's headline image is an output of the default target (a copy of fig1a's figure)."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path).stdout
+    block = out.split("rule readme_figure:", 1)[1].split("\n\n", 1)[0]
+    assert "input: results/figures/fig1a_trajectory.png" in block
+    assert "output: docs/img/fig1a_trajectory.png" in block
+    readme = (REPO / "README.md").read_text()
+    assert "![fig1a: SGD continued by the manifold flow](docs/img/fig1a_trajectory.png)" in readme

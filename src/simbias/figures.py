@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import analysis, model, storage  # noqa: E402
-from .activations import make_activation  # noqa: E402
+from .activations import make_activation, pretty  # noqa: E402
 
 BAND = ("pi", 80)  # seaborn errorbar: the band holds the middle 80% of replicas
 BAND_TEXT = "line: median over replicas; band: 10th–90th percentile"
@@ -19,7 +19,6 @@ BAND_TEXT = "line: median over replicas; band: 10th–90th percentile"
 # One type size for every text of a figure (titles, labels, legends, ticks); one notation (Unicode
 # symbols, as in the paper).
 FONT = {"title": 11, "label": 11, "legend": 9.5, "tick": 10, "note": 9.5}
-_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 
 def _sub(k: int) -> str:
@@ -47,7 +46,7 @@ def _pretty(text: str) -> str:
     """Plain-text formulas in Unicode: z^3 -> z³, eta -> η, sigma -> σ, rho -> ρ, tau -> τ."""
     import re
 
-    text = re.sub(r"\^(-?\d+)", lambda m: m.group(1).translate(_SUPERSCRIPT), text)
+    text = pretty(text)
     for word, sym in (("eta", "η"), ("sigma", "σ"), ("rho", "ρ"), ("tau", "τ")):
         text = re.sub(rf"\b{word}\b", sym, text)
     return text
@@ -220,6 +219,23 @@ def _shade_below(ax, tau: np.ndarray, gap: np.ndarray, label: str) -> None:
         )
 
 
+def _median_band(ax, tau, vals, label: str, color, floor: float, below: str) -> None:
+    """Median over replicas (rows of vals) and its 10th–90th percentile band, on a log axis.
+
+    Values under ``floor`` are drawn at the floor; a negative median is drawn at the floor
+    (``below="floor"``) or not at all (``below="hide"``).
+    """
+    if vals.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        med, lo, hi = (np.nanpercentile(vals, q, axis=0) for q in (50, 10, 90))
+    line = np.maximum(med, floor)
+    if below == "hide":
+        line = np.where(med > 0, line, np.nan)
+    ax.plot(tau, line, color=color, label=label)
+    ax.fill_between(tau, np.maximum(lo, floor), np.maximum(hi, floor), color=color, alpha=0.2, lw=0)
+
+
 def trajectory(regime, cfg, inputs, png, pdf) -> None:
     """SGD then the flow on one τ axis: F − F*, ‖∇_M F‖ and σ_k/σ_1, with the Theorem 3 bound."""
     data = storage.open_dataset(inputs["data"])
@@ -259,18 +275,18 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
 
     fig, axes = plt.subplots(3, 1, figsize=(10.5, 11), sharex=True)
     ax = axes[0]
-    if has_star:  # F − F* on a log axis; round-off and F < F* (SGD off M) drawn at a floor
+    if has_star:  # F − F* on a log axis: the approach to F*, with round-off drawn at a floor
         gap_floor = GAP_FLOOR_REL * abs(F_star)
-        gap_s, gap_f = F_s - F_star, F_f - F_star
-        df = pd.concat(
-            [
-                stage_frame(tau_s[pos], np.maximum(gap_s, gap_floor), alg),
-                stage_frame(tau_f, np.maximum(gap_f, gap_floor), "manifold flow"),
-            ]
+        colors = sns.color_palette()
+        gap_s = F_s[keep] - F_star
+        # SGD's iterates lie off M, where F can be below F*: no line there, a grey span instead
+        _median_band(ax, tau_s[pos], gap_s, alg, colors[0], floor=gap_floor, below="hide")
+        _shade_below(ax, tau_s[pos], gap_s, "median F < F* (iterates off M)")
+        # the flow stays on M: F ≥ F* up to round-off, drawn at the floor
+        _median_band(
+            ax, tau_f, F_f[keep] - F_star, "manifold flow", colors[1], floor=gap_floor, below="floor"
         )
-        sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
-        _shade_below(ax, tau_s[pos], gap_s[keep], "median F < F* (SGD off M)")
-        ax.axhline(gap_floor, color="grey", lw=0.8, ls=":", label=f"floor {GAP_FLOOR_REL:g}·F*")
+        ax.axhline(gap_floor, color="grey", lw=0.8, ls=":", label=f"round-off floor {GAP_FLOOR_REL:g}·F*")
         ax.set(yscale="log", ylabel=f"F − F*   (F* = {F_star:.4g})")
     else:
         df = pd.concat([stage_frame(tau_s[pos], F_s, alg), stage_frame(tau_f, F_f, "manifold flow")])
