@@ -261,11 +261,13 @@ def test_report_holds_every_figure_table_and_config(tiny, tmp_path):
     assert html.count("Resolved configuration of this regime") == len(REGIMES)
     # the tables are shown as HTML tables (embedded base64 pages), not offered as CSV downloads
     pages = [
-        base64.b64decode(b).decode() for b in re.findall(r"data:text/html;base64,([A-Za-z0-9+/=]+)", html)
+        base64.b64decode(b).decode()
+        for b in re.findall(r"data:text/html;[^,]*base64,([A-Za-z0-9+/=]+)", html)
     ]
     tables = [p for p in pages if "<table>" in p]
     assert any("median_z_dist_flow_end" in p and "<td" in p for p in tables), "summary table"
     assert sum("z_dist_flow_end" in p and "flow_status" in p for p in tables) == len(REGIMES)
     # the regime table lists this report's regimes, with readable activations
-    assert "Regimes in this run" in html and "later__eta-0p1" not in html
-    assert "z³ + 0.1z" in html and "nu = 0.1" not in html
+    table = html.split("Regimes in this run", 1)[1].split("</table>", 1)[0]
+    assert "later__eta-0p1" not in table and all(r in table for r in REGIMES), table
+    assert re.search(r"z(³|\\u00b3) \+ 0\.1z", html) and "nu = 0.1" not in html  # JSON-escaped
