@@ -268,6 +268,8 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     sv_end = storage.sv_padded(analysis.singular_values_nan(th_end @ X.T), fl.sizes["rank"])
     floor = 1e-16
     alg = _algorithm(sgd)
+    # one colour per stage in every panel, also when SGD has no τ (GD) and only the flow is drawn
+    stage_colors = dict(zip([alg, "manifold flow"], sns.color_palette(), strict=False))
 
     def stage_frame(tau, vals, stage):
         v = vals[keep]
@@ -290,7 +292,16 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         ax.set(yscale="log", ylabel=f"F − F*   (F* = {F_star:.4g})")
     else:
         df = pd.concat([stage_frame(tau_s[pos], F_s, alg), stage_frame(tau_f, F_f, "manifold flow")])
-        sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+        sns.lineplot(
+            data=df,
+            x="τ",
+            y="value",
+            hue="stage",
+            palette=stage_colors,
+            estimator="median",
+            errorbar=BAND,
+            ax=ax,
+        )
         ax.set(yscale="log", ylabel="sharpness F")
         ax.text(0.01, 0.04, "no F*: Theorem 2 does not apply", transform=ax.transAxes, fontsize=FONT["note"])
     _legend_outside(ax)
@@ -301,7 +312,9 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
             stage_frame(tau_f, np.maximum(g_f, floor), "manifold flow"),
         ]
     )
-    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    sns.lineplot(
+        data=df, x="τ", y="value", hue="stage", palette=stage_colors, estimator="median", errorbar=BAND, ax=ax
+    )
     eps = cfg["theory"]["epsilon"]
     ax.axhline(eps, color="grey", lw=0.8, ls=":", label=f"ε = {eps:g}")
     bound = cmp_["tau_eps_theorem3_bound"].values[keep]
