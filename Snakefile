@@ -3,7 +3,7 @@
 #   data -> sgd -> flow -> compare -> summary
 #                     \-> figures
 #
-# Run `snakemake --cores 2` (see README.md).
+# Run `snakemake` (the default profile, profiles/default, sets the cores; see README.md).
 
 
 # config.yaml is read by workflow/rules/common.smk with a safe YAML loader (Snakemake's
@@ -25,17 +25,14 @@ include: "workflow/rules/figures.smk"
 rule all:
     default_target: True
     input:
-        all_figures(),
-        f"{RESULTS}/summary.csv",
+        all_outputs(),
 
 
 rule extensions:
     input:
-        all_figures("extensions"),
-        f"{RESULTS}/summary_extensions.csv",
+        all_outputs("extensions"),
 
 
 rule paper:
     input:
-        all_figures("paper"),
-        f"{RESULTS}/summary_paper.csv",
+        all_outputs("paper"),

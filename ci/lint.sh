@@ -17,6 +17,8 @@ import sys
 ALLOWED = "Specify a conda environment or container for each rule."
 out, skip, header = [], False, None
 for line in sys.stdin.read().splitlines():
+    if line.startswith("Using workflow specific profile"):  # profiles/default, loaded by default
+        continue
     if line.startswith("Lints for "):
         header, skip = line, False
         continue

@@ -1,4 +1,4 @@
-"""The SGD-to-flow clock τ = η²σ²k (docs/math, Li, Wang & Arora 2021), checked statistically.
+"""The SGD-to-flow clock τ = η²σ²k (docs/math.md, Li, Wang & Arora 2021), checked statistically.
 
 64 replicas of label-noise SGD start on M at the same point as the flow. At every
 record with τ ≥ 0.005 the ensemble mean of F must match the flow's F within

@@ -55,7 +55,7 @@ def test_jacobian_fd_and_products(small_problem):
 
 
 def test_sharpness_is_half_hessian_trace_on_manifold(small_problem):
-    """On M, Tr ∇²L = 2F (DESIGN.md §1): check with a finite-difference Hessian trace."""
+    """On M, Tr ∇²L = 2F (docs/math.md): check with a finite-difference Hessian trace."""
     act, X, y, w, theta = small_problem
     th, ok = model.newton_retract(np, act, theta[:1], X, y, w)
     assert ok.all()

@@ -89,7 +89,10 @@ def test_outputs_follow_contract(tiny_run):
             for name, dims in variables.items():
                 assert ds[name].dims == dims, (fname, name, ds[name].dims)
             for name in ds.variables:
-                assert "long_name" in ds[name].attrs and "units" in ds[name].attrs, (fname, name)
+                assert "long_name" in ds[name].attrs, (fname, name)
+                # units on every quantity; none on index coordinates and text (CF needs none there)
+                quantity = name not in ("replica", "rank") and ds[name].dtype.kind not in "OUS"
+                assert ("units" in ds[name].attrs) == quantity, (fname, name)
             ds.close()
         assert (res / regime / "comparison.csv").exists()
         for kind in ("singular_values", "trajectory", "neuron_pca"):
@@ -163,7 +166,76 @@ def test_configfile_adds_and_merges_regimes(tiny_run, tmp_path):
     with xr.open_dataset(work / "results" / "tiny_b" / "sgd.nc") as sgd:
         cfg = json.loads(sgd.attrs["config_json"])
     assert (cfg["sigma"], cfg["m"], cfg["d"], cfg["n"], cfg["replicas"]) == (0.1, 4, 2, 3, 2)
+    # the extra file's new regime goes into a summary of its own: summary.csv keeps config.yaml's
+    proc = smk(work, "-n", "--configfile", "extra.yaml", "-p")
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", proc.stdout):
+        out = re.search(r"output: (\S+)", block)
+        if out:
+            jobs[out.group(1)] = block
+    assert "tiny_c" not in jobs["results/summary.csv"] and "tiny_b" in jobs["results/summary.csv"]
+    assert "results/tiny_c/comparison.csv" in jobs["results/summary_extra.csv"]
+    assert "tiny_b" not in jobs["results/summary_extra.csv"]
     # a bad field in the extra file is refused like one in config.yaml, before anything runs
     (work / "bad.yaml").write_text(yaml.safe_dump({"regimes": {"tiny_c": {"sigmaa": 1}}}))
     proc = smk(work, "-n", "--configfile", "bad.yaml")
     assert proc.returncode != 0 and "regime 'tiny_c', field 'sigmaa'" in proc.stderr + proc.stdout
+
+
+def test_end_states_and_types(tiny_run):
+    """flow.nc's end state beside θ_end; counts are integers; yes/no read back as bool everywhere."""
+    from simbias import model
+    from simbias.activations import make_activation
+
+    res = tiny_run / "results" / "tiny_a"
+    with xr.open_dataset(res / "flow.nc") as fl, xr.open_dataset(res / "data.nc") as data:
+        cfg = json.loads(fl.attrs["config_json"])
+        act = make_activation(cfg["activation"])
+        th = fl["theta_end"].values
+        X, y, w = data["x"].values, data["y"].values, data["w"].values
+        np.testing.assert_allclose(fl["sharpness_end"], model.sharpness(np, act, th, X, w), rtol=1e-12)
+        np.testing.assert_allclose(fl["loss_end"], model.loss(np, act, th, X, y, w), atol=1e-20)
+        sv = np.linalg.svd(th @ X.T, compute_uv=False)
+        np.testing.assert_allclose(fl["feature_sv_end"].values[:, : sv.shape[1]], sv, rtol=1e-10)
+        # the last record is NaN for a replica that stopped early; the end state never is
+        assert np.isfinite(fl["sharpness_end"]).all()
+        assert fl["nfev"].dtype.kind == "i" and (fl["nfev"] > 0).all()
+    with xr.open_dataset(res / "sgd.nc") as sgd, xr.open_dataset(res / "comparison.nc") as cmp_:
+        assert sgd["diverged"].dtype == bool and cmp_["sgd_diverged"].dtype == bool
+        assert cmp_["theorem2_applicable"].dtype == bool
+        assert cmp_["feature_rank_flow"].dtype.kind == "i" and sgd["step"].dtype.kind == "i"
+
+
+def test_open_regime_puts_sgd_and_the_flow_on_one_tau_axis(tiny_run):
+    import simbias
+
+    res = tiny_run / "results" / "tiny_a"
+    ds = simbias.open_regime(res)
+    sgd, fl = xr.open_dataset(res / "sgd.nc"), xr.open_dataset(res / "flow.nc")
+    n_s, n_f = sgd.sizes["record"], fl.sizes["record"]
+    assert ds.sizes["record"] == n_s + n_f
+    assert list(ds["stage"].values) == ["sgd"] * n_s + ["flow"] * n_f
+    np.testing.assert_array_equal(ds["tau"].values, np.concatenate([sgd["tau"].values, fl["tau"].values]))
+    assert (np.diff(ds["tau"].values) >= 0).all()  # one clock: the flow continues SGD's
+    np.testing.assert_array_equal(ds["sharpness"].isel(record=slice(n_s, None)), fl["sharpness"])
+    np.testing.assert_array_equal(ds["theta"].isel(record=slice(0, n_s)), sgd["theta"])
+    assert np.isnan(ds["grad_norm"].isel(record=slice(0, n_s))).all()
+    assert (ds["step"].values[n_s:] == -1).all()
+    cmp_ = xr.open_dataset(res / "comparison.nc")
+    np.testing.assert_array_equal(ds["z_dist_flow_end"], cmp_["z_dist_flow_end"])
+    np.testing.assert_array_equal(ds["feature_rank"].values[:, n_s:], cmp_["feature_rank_flow"].values)
+    np.testing.assert_array_equal(ds["sharpness_end"], fl["sharpness_end"])
+    assert {"x", "y", "w", "theta0"} <= set(ds.data_vars) and ds.attrs["regime"] == "tiny_a"
+    assert ds.attrs["mu"] == cmp_.attrs["mu"] and ds.attrs["tau_start"] == fl.attrs["tau_start"]
+
+
+def test_default_target_remakes_a_deleted_netcdf(tiny_run, tmp_path):
+    """Every NetCDF file is in the default target: deleting one reruns its job (and only those after)."""
+    work = tmp_path / "rm"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    (work / "results" / "tiny_a" / "sgd.nc").unlink()
+    proc = smk(work, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Nothing to be done" not in out, out
+    assert re.search(r"rule run_sgd:\n(.*\n)*?\s+output: results/tiny_a/sgd.nc", out), out
+    assert "regime=tiny_b" not in out

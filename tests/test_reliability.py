@@ -405,6 +405,7 @@ def test_a_killed_write_leaves_the_previous_file_intact(tmp_path):
         time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         torn = list(tmp_path.glob(".out.*.tmp"))
         ds = storage.open_dataset(target)  # readable, and one whole version
         v = int(ds.attrs["version"])

@@ -1,7 +1,7 @@
 """SLURM for real: the tiny config through `snakemake --executor slurm` on a live cluster.
 
 Skipped unless SIMBIAS_SLURM=1 and `sinfo` answers (CI brings up a one-node cluster with
-ci/slurm-up.sh first). Uses workflow/profiles/slurm with two changes for a GPU-less node
+ci/slurm-up.sh first). Uses profiles/slurm with two changes for a GPU-less node
 without slurmdbd: run_sgd asks for no GPU, and job states come from squeue (MinJobAge in
 slurm.conf must be at least 3 x the init seconds, or the plugin falls back to sacct).
 """
@@ -20,7 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
-PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 RULES = ("make_data", "run_sgd", "run_flow", "compare", "summary", "figure")
 INIT_SECONDS = 5
 

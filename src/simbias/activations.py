@@ -241,6 +241,16 @@ def _monotone_root(fn, target: float) -> float:
 ACTIVATIONS = ("cubic", "odd_power", "cubic_quadratic", "tanh", "softplus")
 
 
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def pretty(text: str) -> str:
+    """A plain-text formula in Unicode, as figures and the report show it: z^3 + 0.1z -> z³ + 0.1z."""
+    import re
+
+    return re.sub(r"\^(-?\d+)", lambda m: m.group(1).translate(_SUPERSCRIPT), text)
+
+
 def make_activation(spec: dict):
     """Build an activation from its config entry ``{name: ..., k: ..., nu: ...}``."""
     name = spec.get("name", "cubic")
@@ -264,4 +274,13 @@ def check_beta(act, beta: float, zmax: float = 10.0, num: int = 200001) -> bool:
     return bool(np.all(beta * act.d2(z) <= act.d1(z) ** 2 * act.d3(z) * (1 + 1e-12) + 1e-300))
 
 
-__all__ = ["ACTIVATIONS", "CubicQuadratic", "OddPower", "Softplus", "Tanh", "check_beta", "make_activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "CubicQuadratic",
+    "OddPower",
+    "Softplus",
+    "Tanh",
+    "check_beta",
+    "make_activation",
+    "pretty",
+]

@@ -37,18 +37,27 @@ def singular_values_nan(A: np.ndarray) -> np.ndarray:
 CLUSTER_REL_TOL = 1e-3
 
 
-def neuron_clusters(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
-    """Cluster sizes (descending) of the rows of one Z (m, n); empty for NaN input."""
+def cluster_labels(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
+    """Cluster label 0, 1, ... of each row of one Z (m, n), largest cluster first; empty for NaN input."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     if not np.isfinite(Z).all():
         return np.array([], dtype=int)
     m = Z.shape[0]
     if m == 1:
-        return np.array([1])
+        return np.array([0])
     scale = max(float(np.max(np.linalg.norm(Z, axis=1))), 1e-300)
-    labels = fcluster(linkage(Z, method="single"), t=rel_tol * scale, criterion="distance")
-    return np.sort(np.bincount(labels)[1:])[::-1]
+    raw = fcluster(linkage(Z, method="single"), t=rel_tol * scale, criterion="distance")
+    sizes = np.bincount(raw)
+    order = sorted(np.unique(raw), key=lambda c: (-sizes[c], c))  # largest first, ties by label
+    relabel = {c: i for i, c in enumerate(order)}
+    return np.array([relabel[c] for c in raw])
+
+
+def neuron_clusters(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
+    """Cluster sizes (descending) of the rows of one Z (m, n); empty for NaN input."""
+    labels = cluster_labels(Z, rel_tol)
+    return np.bincount(labels) if labels.size else np.array([], dtype=int)
 
 
 def cluster_count(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:

@@ -123,7 +123,8 @@ class SGDCheckpoint:
         if not self.path.exists():
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as z:
+            # our own handle: np.load leaks its file when the archive is corrupt
+            with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in z.files if k != "meta"}
         except Exception as exc:  # unreadable: never trust it

@@ -221,7 +221,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simbias",
+        prog="simbias",  # also `python -m simbias`
         description="Tools for the simbias pipeline's outputs (see docs/outputs.md).",
     )
     parser.add_argument("--version", action="version", version=f"simbias {__version__}")

@@ -629,6 +629,7 @@ STAGE_MODULES = {
     "compare": ("theory", "analysis", "activations", "model"),
     "summary": (),
     "figure": ("figures",),
+    "table_html": ("tables",),
 }
 _ALWAYS = ("stages", "storage")
 _NEVER = ("config", "__init__", "logs")

@@ -11,16 +11,94 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import analysis, model, storage  # noqa: E402
-from .activations import make_activation  # noqa: E402
+from .activations import make_activation, pretty  # noqa: E402
 
 BAND = ("pi", 80)  # seaborn errorbar: the band holds the middle 80% of replicas
+BAND_TEXT = "line: median over replicas; band: 10th–90th percentile"
+
+# One type size for every text of a figure (titles, labels, legends, ticks); one notation (Unicode
+# symbols, as in the paper).
+FONT = {"title": 11, "label": 11, "legend": 9.5, "tick": 10, "note": 9.5}
+
+
+def _sub(k: int) -> str:
+    """An integer as Unicode subscript digits (σ₁₀)."""
+    return str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
+def _theme() -> None:
+    sns.set_theme(
+        style="whitegrid",
+        context="notebook",
+        rc={
+            "axes.titlesize": FONT["title"],
+            "axes.labelsize": FONT["label"],
+            "figure.titlesize": FONT["title"],
+            "legend.fontsize": FONT["legend"],
+            "legend.title_fontsize": FONT["legend"],
+            "xtick.labelsize": FONT["tick"],
+            "ytick.labelsize": FONT["tick"],
+        },
+    )
+
+
+def _pretty(text: str) -> str:
+    """Plain-text formulas in Unicode: z^3 -> z³, eta -> η, sigma -> σ, rho -> ρ, tau -> τ."""
+    import re
+
+    text = pretty(text)
+    for word, sym in (("eta", "η"), ("sigma", "σ"), ("rho", "ρ"), ("tau", "τ")):
+        text = re.sub(rf"\b{word}\b", sym, text)
+    return text
+
+
+def _clock_label(sgd) -> str:
+    """x-axis label: flow time and the algorithm's clock (short enough for the figure width)."""
+    alg = sgd.attrs.get("algorithm", "label_noise_sgd")
+    clock = {"label_noise_sgd": "τ = η²σ²k", "one_sam": "τ = ηρ²k/n"}.get(alg)
+    if clock is None:  # GD has no clock: only the flow has a τ axis
+        return "flow time τ (from the flow's start; GD has no clock)"
+    return f"flow time τ  ({clock}, k = {_algorithm(sgd)} step)"
+
+
+def _legend_outside(ax, title: str | None = None) -> None:
+    """The legend to the right of the axes, one column, so it covers no data and keeps its groups."""
+    if ax.get_legend() is not None or ax.get_legend_handles_labels()[0]:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=1,
+            title=title,
+            frameon=False,
+            borderaxespad=0.0,
+        )
+
+
+def _integer_axis(ax, axis: str = "y") -> None:
+    """Ticks only at integers (ranks, counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+def _lower_median(v) -> float:
+    """Median that is one replica's value (the lower middle one): an integer stays an integer."""
+    return float(np.percentile(v, 50, method="lower"))
+
+
+def _integer_band(v) -> tuple[float, float]:
+    """10th–90th percentile band made of replica values (integers stay integers)."""
+    return float(np.percentile(v, 10, method="lower")), float(np.percentile(v, 90, method="higher"))
 
 
 def _header(regime: str, cfg: dict) -> str:
     act = make_activation(cfg["activation"])
     return (
-        f"{regime}: m={cfg['m']}, d={cfg['d']}, n={cfg['n']}, η={cfg['eta']:g}, σ={cfg['sigma']:g}, "
-        f"φ(z) = {act.describe()}"
+        f"{regime}: m = {cfg['m']}, d = {cfg['d']}, n = {cfg['n']}, η = {cfg['eta']:g}, σ = {cfg['sigma']:g}, "
+        f"φ(z) = {_pretty(act.describe())}"
     )
 
 
@@ -36,7 +114,7 @@ def _mark_handover(axes, tau: float) -> None:
     """A dotted vertical line on every panel where SGD hands over to the flow."""
     for ax in axes:
         ax.axvline(tau, color="k", lw=0.8, ls=":")
-    axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=8)
+    axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=FONT["note"])
 
 
 def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
@@ -63,14 +141,14 @@ def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
         0.02,
         text,
         transform=ax.transAxes,
-        fontsize=7,
+        fontsize=FONT["note"],
         va="bottom",
         color="crimson" if ratio > HANDOVER_SMALL else "k",
         bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
         zorder=5,
     )
     if ax.get_legend() is not None:
-        ax.legend(loc="center right", fontsize=7)
+        ax.legend(loc="center right", fontsize=FONT["legend"])
 
 
 def _meaningful_ranks(cfg: dict) -> int:
@@ -85,9 +163,34 @@ def _long(values: np.ndarray, x: np.ndarray, xname: str, ranks: range, keep: np.
     for k in ranks:
         v = norm[keep][:, :, k - 1]
         frames.append(
-            pd.DataFrame({xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{k}/σ1"})
+            pd.DataFrame(
+                {xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{_sub(k)}/σ₁"}
+            )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def _sv_lines(ax, df: pd.DataFrame, x: str, style: str | None = None) -> str:
+    """σ_k/σ_1 lines, one colour per k (ordered palette); bands only for up to three ratios.
+
+    Returns what the band shows, for the title.
+    """
+    hues = list(dict.fromkeys(df["singular value"]))
+    banded = len(hues) <= 3
+    sns.lineplot(
+        data=df,
+        x=x,
+        y="value",
+        hue="singular value",
+        hue_order=hues,
+        palette=sns.color_palette("deep" if banded else "viridis", len(hues)),
+        style=style,
+        estimator="median",
+        errorbar=BAND if banded else None,
+        ax=ax,
+    )
+    _legend_outside(ax)
+    return BAND_TEXT if banded else f"lines: median over replicas ({len(hues)} ratios: no bands)"
 
 
 def singular_values(regime, cfg, inputs, png, pdf) -> None:
@@ -98,16 +201,16 @@ def singular_values(regime, cfg, inputs, png, pdf) -> None:
     pos = step > 0
     K = _meaningful_ranks(cfg)
     alg = _algorithm(sgd)
-    xname = "GD step" if alg == "gradient descent (control)" else f"{alg} step"
+    xname = f"{'GD' if sgd.attrs.get('algorithm') == 'gd' else alg} step k"
     df = _long(sgd["feature_sv"].values[:, pos], step[pos], xname, range(2, K + 1), keep)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.lineplot(data=df, x=xname, y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax)
-    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
-    ax.set_title(f"{_header(regime, cfg)}\n{alg}, {note}: median and 10–90% band", fontsize=9)
+    fig, ax = plt.subplots(figsize=(9.5, 5.2))
+    what = _sv_lines(ax, df, xname)
+    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)   (Z = ΘXᵀ)")
+    ax.set_title(f"{_header(regime, cfg)}\n{alg}, {note}\n{what}")
     per_step = float(sgd["tau"].values[-1] / step[-1]) if step[-1] > 0 else float("nan")
     if np.isfinite(per_step) and per_step > 0:  # GD has no clock: no τ axis
         top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
-        top.set_xlabel(f"flow time τ ({sgd.attrs.get('clock', 'τ = η²σ²·step').split(' (')[0]})", fontsize=8)
+        top.set_xlabel(_clock_label(sgd))
     _save(fig, png, pdf)
 
 
@@ -125,6 +228,46 @@ def _fill_end(a: np.ndarray, end: np.ndarray) -> np.ndarray:
         miss = np.isnan(out[:, t])
         out[:, t][miss] = end[miss]
     return out
+
+
+# F − F* below this fraction of F* is round-off (F sums m·n terms in float64): drawn at the floor.
+GAP_FLOOR_REL = 1e-12
+
+
+def _shade_below(ax, tau: np.ndarray, gap: np.ndarray, label: str) -> None:
+    """Shade the τ spans where the replica median of F − F* is negative (iterates off M)."""
+    with np.errstate(all="ignore"):
+        below = np.nanmedian(gap, axis=0) < 0 if gap.size else np.zeros(tau.shape, bool)
+    if below.any():
+        ax.fill_between(
+            tau,
+            0,
+            1,
+            where=below,
+            step="mid",
+            color="0.6",
+            alpha=0.25,
+            lw=0,
+            transform=ax.get_xaxis_transform(),
+            label=label,
+        )
+
+
+def _median_band(ax, tau, vals, label: str, color, floor: float, below: str) -> None:
+    """Median over replicas (rows of vals) and its 10th–90th percentile band, on a log axis.
+
+    Values under ``floor`` are drawn at the floor; a negative median is drawn at the floor
+    (``below="floor"``) or not at all (``below="hide"``).
+    """
+    if vals.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        med, lo, hi = (np.nanpercentile(vals, q, axis=0) for q in (50, 10, 90))
+    line = np.maximum(med, floor)
+    if below == "hide":
+        line = np.where(med > 0, line, np.nan)
+    ax.plot(tau, line, color=color, label=label)
+    ax.fill_between(tau, np.maximum(lo, floor), np.maximum(hi, floor), color=color, alpha=0.2, lw=0)
 
 
 def trajectory(regime, cfg, inputs, png, pdf) -> None:
@@ -158,73 +301,80 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     g_f = _fill_end(fl["grad_norm"].values, fl["grad_norm_end"].values)
     sv_end = storage.sv_padded(analysis.singular_values_nan(th_end @ X.T), fl.sizes["rank"])
     floor = 1e-16
+    alg = _algorithm(sgd)
+    # one colour per stage in every panel, also when SGD has no τ (GD) and only the flow is drawn
+    stage_colors = dict(zip([alg, "manifold flow"], sns.color_palette(), strict=False))
 
     def stage_frame(tau, vals, stage):
         v = vals[keep]
         return pd.DataFrame({"τ": np.tile(tau, v.shape[0]), "value": v.ravel(), "stage": stage})
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(10.5, 11), sharex=True)
     ax = axes[0]
-    shift = F_star if has_star else 0.0
-    df = pd.concat(
-        [
-            stage_frame(tau_s[pos], F_s - shift, _algorithm(sgd)),
-            stage_frame(tau_f, F_f - shift, "manifold flow"),
-        ]
-    )
-    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
-    if has_star:  # off M (early SGD) F can be below F*: symlog shows the sign
-        ax.set_yscale("symlog", linthresh=1e-14)
-        ax.axhline(0, color="grey", lw=0.6)
-        lo, hi = ax.get_ylim()
-        decades = [10.0**e for e in range(-12, 4, 4)]
-        ax.set_yticks([-t for t in decades[::-1] if -t >= lo] + [0] + [t for t in decades if t <= hi])
-        ax.set_ylabel(f"F − F*  (F* = {F_star:.4g}; symlog)")
+    if has_star:  # F − F* on a log axis: the approach to F*, with round-off drawn at a floor
+        gap_floor = GAP_FLOOR_REL * abs(F_star)
+        colors = sns.color_palette()
+        gap_s = F_s[keep] - F_star
+        # SGD's iterates lie off M, where F can be below F*: no line there, a grey span instead
+        _median_band(ax, tau_s[pos], gap_s, alg, colors[0], floor=gap_floor, below="hide")
+        _shade_below(ax, tau_s[pos], gap_s, "median F < F* (iterates off M)")
+        # the flow stays on M: F ≥ F* up to round-off, drawn at the floor
+        _median_band(
+            ax, tau_f, F_f[keep] - F_star, "manifold flow", colors[1], floor=gap_floor, below="floor"
+        )
+        ax.axhline(gap_floor, color="grey", lw=0.8, ls=":", label=f"round-off floor {GAP_FLOOR_REL:g}·F*")
+        ax.set(yscale="log", ylabel=f"F − F*   (F* = {F_star:.4g})")
     else:
-        ax.set(yscale="log", ylabel="F (no F*: Theorem 2 does not apply)")
+        df = pd.concat([stage_frame(tau_s[pos], F_s, alg), stage_frame(tau_f, F_f, "manifold flow")])
+        sns.lineplot(
+            data=df,
+            x="τ",
+            y="value",
+            hue="stage",
+            palette=stage_colors,
+            estimator="median",
+            errorbar=BAND,
+            ax=ax,
+        )
+        ax.set(yscale="log", ylabel="sharpness F")
+        ax.text(0.01, 0.04, "no F*: Theorem 2 does not apply", transform=ax.transAxes, fontsize=FONT["note"])
+    _legend_outside(ax)
     ax = axes[1]
     df = pd.concat(
         [
-            stage_frame(tau_s[pos], np.maximum(g_s, floor), _algorithm(sgd)),
+            stage_frame(tau_s[pos], np.maximum(g_s, floor), alg),
             stage_frame(tau_f, np.maximum(g_f, floor), "manifold flow"),
         ]
     )
-    sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
+    sns.lineplot(
+        data=df, x="τ", y="value", hue="stage", palette=stage_colors, estimator="median", errorbar=BAND, ax=ax
+    )
     eps = cfg["theory"]["epsilon"]
     ax.axhline(eps, color="grey", lw=0.8, ls=":", label=f"ε = {eps:g}")
     bound = cmp_["tau_eps_theorem3_bound"].values[keep]
     if np.isfinite(bound).any():
         tb = float(fl.attrs["tau_start"]) + np.nanmedian(bound)
-        ax.axvline(tb, color="crimson", lw=1.2, ls="--", label=f"Theorem 3 bound (median) τ = {tb:.3g}")
+        ax.axvline(tb, color="crimson", lw=1.2, ls="--", label=f"Theorem 3 bound\n(median) τ = {tb:.3g}")
     else:
         reason = str(cmp_.attrs.get("theorem3_reason", ""))
-        ax.text(0.01, 0.04, f"Theorem 3 bound not applicable: {reason}", transform=ax.transAxes, fontsize=7)
-    ax.set(yscale="log", ylabel="‖∇_M F‖ (Riemannian gradient)")
-    ax.legend(fontsize=7)
+        ax.text(
+            0.01,
+            0.04,
+            f"Theorem 3 bound not applicable: {reason}",
+            transform=ax.transAxes,
+            fontsize=FONT["note"],
+        )
+    ax.set(yscale="log", ylabel="‖∇_M F‖  (floor 1e-16)")
+    _legend_outside(ax)
     ax = axes[2]
     K = _meaningful_ranks(cfg)
     ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
     df_ = _long(_fill_end(fl["feature_sv"].values, sv_end), tau_f, "τ", range(2, K + 1), keep)
-    ds_["stage"], df_["stage"] = _algorithm(sgd), "flow"
+    ds_["stage"], df_["stage"] = alg, "manifold flow"
     df = pd.concat([ds_, df_])
     df["value"] = np.maximum(df["value"], floor)
-    sns.lineplot(
-        data=df,
-        x="τ",
-        y="value",
-        hue="singular value",
-        style="stage",
-        estimator="median",
-        errorbar=BAND,
-        ax=ax,
-    )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        ylabel="σ_k(Z) / σ_1(Z)",
-        xlabel=f"flow time τ ({_algorithm(sgd)}: {sgd.attrs.get('clock', 'tau = eta^2 sigma^2 step').split(' (')[0]})",
-    )
-    ax.legend(fontsize=7, ncol=2)
+    what = _sv_lines(ax, df, "τ", style="stage")
+    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (floor 1e-16)", xlabel=_clock_label(sgd))
     _mark_handover(axes, float(fl.attrs["tau_start"]))
     _handover_note(axes[0], cmp_, keep)
     caveat = ""
@@ -232,12 +382,10 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         caveat = f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
     elif not int(cmp_.attrs.get("theorem3_applicable", 1)):
         caveat = f"\nTheorem 3 not applicable: {cmp_.attrs.get('theorem3_reason', '')}"
+    bottom = "" if what == BAND_TEXT else " (bottom panel: medians only, too many ratios for bands)"
     fig.suptitle(
-        f"{_header(regime, cfg)}\n{_algorithm(sgd)} continued by the Riemannian flow of F on M; "
-        f"{note}, median and 10–90% band\n"
-        "(a replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state; lower panels floored at 1e-16)"
-        + caveat,
-        fontsize=9,
+        f"{_header(regime, cfg)}\n{alg} continued by the Riemannian flow of F on M; {note}\n"
+        f"{BAND_TEXT}{bottom}\na replica that stopped at ‖∇_M F‖ ≤ tol is drawn at its end state" + caveat
     )
     _save(fig, png, pdf)
 
@@ -279,7 +427,7 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
     sns.lineplot(
         data=df, x="GD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=axes[2]
     )
-    axes[2].set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)")
+    axes[2].set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)")
     arrival = cmp_["step_arrival_on_M"].values[keep]
     arrival = arrival[arrival >= 0]
     if arrival.size:
@@ -293,7 +441,7 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
             axes[0].get_ylim()[1],
             f" on M (loss ≤ 1e-12), median step {k_arr:.3g}",
             va="top",
-            fontsize=8,
+            fontsize=FONT["note"],
         )
         rank_note = f"rank on arrival at M (median) {np.median(ranks):g}, at the end {np.median(final):g}"
     else:
@@ -301,14 +449,15 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
     fig.suptitle(
         f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
         f"no flow: without label noise there is no drift along M; {rank_note}",
-        fontsize=9,
+        fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
 
 
 def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     """Neurons' feature vectors (rows of Z) along SGD and the flow, in the plane of the
-    first two principal components of the final feature vectors (paper Figure 1b)."""
+    first two principal components of the final feature vectors (paper Figure 1b), coloured by
+    the cluster each neuron ends in."""
     data = storage.open_dataset(inputs["data"])
     sgd = storage.open_dataset(inputs["sgd"])
     fl = storage.open_dataset(inputs["flow"])
@@ -319,7 +468,7 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
         ax.text(
             0.5, 0.5, f"all {keep.size} replicas diverged during SGD:\nno neuron path to show", ha="center"
         )
-        ax.set_title(_header(regime, cfg), fontsize=9)
+        ax.set_title(_header(regime, cfg), fontsize=FONT["title"])
         _save(fig, png, pdf)
         return
     r = int(np.flatnonzero(keep)[0])
@@ -329,27 +478,44 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     Zf = Zf[np.isfinite(Zf).all(axis=(1, 2))]
     Zend = fl["theta_end"].values[r] @ X.T
     mean, basis = analysis.pca_basis(Zend)
+    xlabel = "PC 1 of the neurons' final feature vectors"
     if np.linalg.norm(Zend - mean) < 1e-8:  # all neurons coincide at the end: use the whole path
         mean, basis = analysis.pca_basis(np.concatenate([Zs.reshape(-1, Zs.shape[-1]), Zend]))
+        xlabel = "PC 1 of the feature vectors along the whole path (all neurons meet at the end)"
     P = lambda Z: (Z - mean) @ basis.T  # noqa: E731
     ps, pf, pe = P(Zs), P(Zf), P(Zend)
     m = Zs.shape[1]
-    colors = sns.color_palette("husl", m)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    labels = analysis.cluster_labels(Zend)
+    k = int(labels.max()) + 1
+    colors = sns.color_palette("tab10" if k <= 10 else "husl", k)
+    alg = _algorithm(sgd)
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     for j in range(m):
-        ax.plot(ps[:, j, 0], ps[:, j, 1], color=colors[j], lw=0.9, alpha=0.8)
-        ax.plot(pf[:, j, 0], pf[:, j, 1], color=colors[j], lw=0.9, ls="--", alpha=0.8)
-        ax.scatter(ps[0, j, 0], ps[0, j, 1], color=colors[j], marker="o", facecolors="none", s=25)
-    ax.scatter(ps[-1, :, 0], ps[-1, :, 1], c="k", marker="s", s=10, label="end of SGD", zorder=3)
-    ax.scatter(pe[:, 0], pe[:, 1], c="k", marker="x", s=40, label="end of flow", zorder=4)
+        c = colors[labels[j]]
+        ax.plot(ps[:, j, 0], ps[:, j, 1], color=c, lw=0.8, alpha=0.6)
+        ax.plot(pf[:, j, 0], pf[:, j, 1], color=c, lw=1.0, ls="--", alpha=0.8)
+        ax.scatter(ps[0, j, 0], ps[0, j, 1], color=c, marker="o", facecolors="none", s=25)
+    ax.scatter(ps[-1, :, 0], ps[-1, :, 1], c="k", marker="s", s=12, label=f"end of {alg}", zorder=3)
+    sizes = np.bincount(labels)
+    for c_ in range(k):  # one large marker per final cluster, its size in the legend
+        j = np.flatnonzero(labels == c_)
+        ax.scatter(
+            pe[j, 0],
+            pe[j, 1],
+            color=colors[c_],
+            edgecolors="k",
+            s=140,
+            zorder=4,
+            label=f"cluster {c_ + 1}: {sizes[c_]} neuron{'s' if sizes[c_] > 1 else ''}",
+        )
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="initial")
-    ax.plot([], [], color="grey", label="SGD path")
+    ax.plot([], [], color="grey", label=f"{alg} path")
     ax.plot([], [], color="grey", ls="--", label="flow path")
-    ax.set(xlabel="PC 1 of the final neuron feature vectors", ylabel="PC 2")
-    ax.legend(fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="PC 2")
+    _legend_outside(ax)
     ax.set_title(
-        f"{_header(regime, cfg)}\nreplica {r}: each colour is one neuron's feature vector z_j = Xθ_j ∈ R^n",
-        fontsize=9,
+        f"{_header(regime, cfg)}\nreplica {r}: the {m} neurons' feature vectors z_j = Xθ_j ∈ ℝⁿ end in {k} "
+        f"cluster{'s' if k > 1 else ''}\n(colour: the cluster a neuron ends in; large dots: the flow's end)"
     )
     _save(fig, png, pdf)
 
@@ -384,27 +550,28 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
                 )
             )
     df = pd.concat(frames, ignore_index=True)
-    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True)
     for ax, what in zip(axes, ("effective rank of Z", "neuron clusters"), strict=True):
         sns.lineplot(
             data=df[df["what"] == what],
             x="τ",
             y="value",
             hue="stage",
-            estimator="median",
-            errorbar=BAND,
+            estimator=_lower_median,
+            errorbar=_integer_band,
             ax=ax,
         )
         ax.set(xscale="log", ylabel=what)
-    axes[0].set_ylabel(f"effective rank of Z\n(σ_k > {analysis.RANK_REL_THRESHOLD:g}·σ_1)")
-    axes[1].set_ylabel(f"neuron clusters\n(‖z_j − z_k‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)")
-    axes[1].set_xlabel("flow time τ")
+        _integer_axis(ax)
+        _legend_outside(ax)
+    axes[0].set_ylabel(f"effective rank of Z\n(σₖ > {analysis.RANK_REL_THRESHOLD:g}·σ₁)")
+    axes[1].set_ylabel(f"neuron clusters\n(‖z_j − z_l‖ ≤ {analysis.CLUSTER_REL_TOL:g}·max‖z‖)")
+    axes[1].set_xlabel(_clock_label(sgd))
     _mark_handover(axes, float(cmp_["sgd_tau"].values[-1]))
     fig.suptitle(
-        f"{_header(regime, cfg)}\n{note}: median and 10–90% band over replicas\n"
-        "(the flow starts from SGD's last iterate retracted onto M, which moves Z by about √loss:"
-        " counts can jump there)",
-        fontsize=9,
+        f"{_header(regime, cfg)}\n{note}; line: median replica (the lower middle one, an integer); "
+        "band: 10th–90th percentile\n(the flow starts from SGD's last iterate retracted onto M, which moves Z "
+        "by about √loss: counts can jump there)"
     )
     _save(fig, png, pdf)
 
@@ -433,14 +600,15 @@ def gd_structure(regime, cfg, inputs, png, pdf) -> None:
     fig.suptitle(
         f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
         "no flow: without label noise there is no drift along M, GD keeps its structure on M",
-        fontsize=9,
+        fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
 
 
 def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], png: str, pdf: str) -> None:
     """Final effective rank and sharpness gap (or F) over the first two sweep axes."""
-    sns.set_theme(style="white", context="notebook")
+    _theme()
+    sns.set_style("white")
     rows = []
     for path in comparison_csvs:
         df = pd.read_csv(path)
@@ -451,8 +619,8 @@ def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], 
         rows.append(
             {
                 **point,
-                "effective rank at SGD's end (median)": df.loc[ok, "feature_rank_sgd_end"].median(),
-                "effective rank at the flow's end (median)": df.loc[ok, "feature_rank_flow_end"].median(),
+                "rank_sgd": _lower_median(df.loc[ok, "feature_rank_sgd_end"]),
+                "rank_flow": _lower_median(df.loc[ok, "feature_rank_flow_end"]),
                 "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
                 "gap_is_F": not gap.notna().any(),
                 "diverged": int((~ok).sum()),
@@ -463,27 +631,51 @@ def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], 
     xk = axes_keys[0]
     yk = axes_keys[1] if len(axes_keys) > 1 else None
     gap_label = (
-        "F at the flow's end (no F*)" if table["gap_is_F"].all() else "F − F* at the flow's end (median)"
+        "F at the flow's end\n(median; no F*)"
+        if table["gap_is_F"].all()
+        else "F − F* at the flow's end\n(median)"
     )
-    fig, axs = plt.subplots(1, 3, figsize=(16, 4.5))
-    cols = ["effective rank at SGD's end (median)", "effective rank at the flow's end (median)", "gap"]
-    for ax, col, fmt in zip(axs, cols, [".1f", ".1f", ".6g"], strict=True):
-        title = col if col != "gap" else gap_label
+    titles = {
+        "rank_sgd": "effective rank of Z at SGD's end\n(median replica)",
+        "rank_flow": "effective rank of Z at the flow's end\n(median replica)",
+        "gap": gap_label,
+    }
+    fig, axs = plt.subplots(1, 3, figsize=(17, 5))
+    for ax, col, fmt in zip(axs, list(titles), ["d", "d", ".6g"], strict=True):
+        title = titles[col]
         if yk is None:
             sns.barplot(data=table, x=xk, y=col, ax=ax)
+            if col != "gap":
+                _integer_axis(ax)
         else:
             grid = table.pivot_table(index=yk, columns=xk, values=col, dropna=False)  # failed points: blank
+            # NaN cells (failed points) are masked by the heatmap, so their annotation is never drawn
+            annot = grid.fillna(0).round().astype(int) if fmt == "d" else grid
             lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
             scale = max(abs(lo), abs(hi), 1e-300)
             if hi - lo <= 1e-6 * scale:  # equal up to round-off: one colour, not amplified noise
                 same = "the same at every grid point" if hi == lo else "equal across the grid to 1e-6"
                 lo, hi = lo - scale, hi + scale
                 title += f"\n({same})"
-            sns.heatmap(grid, annot=True, fmt=fmt, ax=ax, cmap="viridis", cbar=False, vmin=lo, vmax=hi)
+            sns.heatmap(
+                grid,
+                annot=annot,
+                fmt=fmt,
+                ax=ax,
+                cmap="viridis",
+                vmin=lo,
+                vmax=hi,
+                cbar_kws={"label": titles[col].split("\n")[0]},
+            )
+            if fmt == "d":
+                _integer_axis(ax.collections[0].colorbar.ax)
+            for i, j in zip(*np.nonzero(np.isnan(grid.values)), strict=True):
+                ax.text(j + 0.5, i + 0.5, "failed", ha="center", va="center", fontsize=FONT["note"])
             ax.invert_yaxis()
-        ax.set_title(title, fontsize=10)
+            ax.set(xlabel=_pretty(xk), ylabel=_pretty(yk))
+        ax.set_title(title)
     note = f"; {int(table['diverged'].sum())} diverged replicas left out" if table["diverged"].sum() else ""
-    fig.suptitle(f"sweep {base}: {len(table)} grid points over {', '.join(axes_keys)}{note}", fontsize=10)
+    fig.suptitle(f"sweep {base}: {len(table)} grid points over {', '.join(map(_pretty, axes_keys))}{note}")
     _save(fig, png, pdf)
 
 
@@ -504,7 +696,7 @@ KINDS = {
 
 
 def draw(kind: str, regime: str, cfg: dict, inputs: dict, png: str, pdf: str) -> None:
-    sns.set_theme(style="whitegrid", context="notebook")
+    _theme()
     if kind in ("trajectory", "structure") and cfg["algorithm"]["name"] == "gd":  # the control has no flow
         (gd_trajectory if kind == "trajectory" else gd_structure)(regime, cfg, inputs, png, pdf)
         return
@@ -541,7 +733,7 @@ def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
     sns.lineplot(
         data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
     )
-    ax.set(xscale="log", yscale="log", ylabel="σ_k(Z) / σ_1(Z)  (Z = ΘXᵀ)")
+    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (Z = ΘXᵀ)")
     ax.axhline(1e-2, color="grey", lw=0.8, ls="--")
     k_h = int(sgd["step"].values[-1])
     ax.axvline(k_h, color="k", lw=0.8, ls=":")
@@ -550,18 +742,18 @@ def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
         ax.get_ylim()[0],
         " fig1a hands over to the flow here;\n SGD goes on (fresh noise streams)",
         va="bottom",
-        fontsize=7,
+        fontsize=FONT["note"],
     )
     end = np.median(
         both["feature_sv"].values[keep, -1, 1:K] / both["feature_sv"].values[keep, -1, :1], axis=0
     )
     per_step = cfg["eta"] ** 2 * cfg["sigma"] ** 2
     top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
-    top.set_xlabel("flow time τ = η²σ²·step", fontsize=8)
+    top.set_xlabel("flow time τ = η²σ²·step", fontsize=FONT["note"])
     ax.set_title(
         f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band\n"
         f"median at step {step[-1]:.3g}: " + ", ".join(f"σ{k + 2}/σ1 = {v:.2g}" for k, v in enumerate(end)),
-        fontsize=9,
+        fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
 
@@ -613,7 +805,7 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
         label=f"flow ± 5 sd of SGD's stationary spread of F ({tolF:.2g})",
     )
     ax.set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=FONT["legend"])
     ax = axes[1]
     # distance to the flow's end point: z* where Theorem 2 applies, the flow's limit otherwise
     z_ref = th_end @ X.T  # (R, m, n)
@@ -634,8 +826,8 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
     ax.axhline(tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})")
     end_name = "the flow's end point (= z*, Theorem 2)" if has_star else "the flow's end point (no z*: n > d)"
     ax.set(yscale="log", ylabel="max_ji |z_ji − z_ji(flow end)|")
-    ax.set_title(f"distance of the pre-activations to {end_name}", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.set_title(f"distance of the pre-activations to {end_name}", fontsize=FONT["note"])
+    ax.legend(fontsize=FONT["legend"])
     ax.set(xscale="log", xlabel="flow time τ = η²σ²·step")
     _mark_handover(axes, float(fl.attrs["tau_start"]))
     for a in axes:
@@ -649,7 +841,7 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
         f"hand-over, {keep.sum()} replicas (median, 10–90% band)\nat τ = {tau_b:.3g} (red line) {n_in} of "
         f"{keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point (z and F)\n"
         f"mean F(SGD) − F(flow) = {diff.mean():.2g} ± {se:.2g} (s.e.)",
-        fontsize=9,
+        fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
 

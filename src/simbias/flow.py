@@ -9,7 +9,7 @@ Each replica continues from SGD's last iterate:
    rate is set by μ = λ_min(XXᵀ), Theorem 3), so the step grows by orders of
    magnitude. It runs in the reduced coordinates of :mod:`simbias.flow_field`
    (m × rank X unknowns) with an analytic Jacobian and Woodbury solves
-   (docs/performance.md). At every record time the iterate is retracted onto M
+   (docs/performance.md; docs/math.md, "The flow on M"). At every record time the iterate is retracted onto M
    (Newton) before it is stored, so the recorded loss stays at round-off.
 3. Stop once ‖∇_M F‖ ≤ tol, or when the τ budget is spent.
 

@@ -2,7 +2,7 @@
 
 This module holds the compiled copy of the SGD step's math; the reference is
 :func:`simbias.sgd.advance` (any array module), and ``tests/test_fastpath.py``
-pins this kernel to it bit for bit. The step (paper eq. 3's discrete origin) is
+pins this kernel to it bit for bit. The step (docs/math.md) is
 
     θ ← θ − 2η Jᵀ(f − y + ζ),   (Jᵀλ)_j = Σ_i λ_i w_j φ'(z_ji) x_i,   z_ji = θ_j · x_i,
     f_i = Σ_j w_j φ(z_ji),      φ(z) = z^p + νz,   φ'(z) = p z^(p−1) + ν   (p = 2k+1),

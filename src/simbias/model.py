@@ -2,7 +2,7 @@
 
 Shapes (batched over replicas): ``theta (R, m, d)``, ``X (n, d)``, ``y (n,)``,
 ``w (m,)``, ``Z = Θ Xᵀ (R, m, n)``. Every function takes the array module ``xp``
-(NumPy or CuPy) first; formulas follow DESIGN.md §1 and the paper's §3 and
+(NumPy or CuPy) first; formulas follow docs/math.md and the paper's §3 and
 Lemmas 1 and 3.
 """
 

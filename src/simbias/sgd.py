@@ -1,4 +1,4 @@
-"""Label-noise SGD, batched over replicas (the discrete origin of the paper's eq. 3).
+"""Label-noise SGD, batched over replicas (docs/math.md; paper eq. 3's discrete origin).
 
 θ ← θ − η ∇_θ Σ_i (f_i(θ) − y_i + ζ_i)²,  ζ_i ~ N(0, σ²) fresh every step,
 i.e. θ ← θ − 2η Jᵀ(f − y + ζ). Step k sits at flow time τ = η²σ²k. The noise ζ_i of
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def tau_of_step(step, eta: float, sigma: float):
-    """The SGD-to-flow clock τ = η²σ²k (Li, Wang & Arora 2021)."""
+    """The SGD-to-flow clock τ = η²σ²k (Li, Wang & Arora 2021; docs/math.md)."""
     return eta**2 * sigma**2 * np.asarray(step, dtype=float)
 
 

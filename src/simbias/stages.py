@@ -1,7 +1,7 @@
 """One function per pipeline stage; the Snakemake scripts only call these.
 
 Each stage reads NetCDF, computes with the library and writes NetCDF that
-follows the output contract (DESIGN.md §3).
+follows the output contract (docs/outputs.md).
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ ALGORITHM_TITLES = {
     "one_sam": "1-SAM",
 }
 CLOCKS = {
-    "label_noise_sgd": "tau = eta^2 sigma^2 step (Li, Wang & Arora 2021; DESIGN.md)",
+    "label_noise_sgd": "tau = eta^2 sigma^2 step (Li, Wang & Arora 2021; docs/math.md)",
     "one_sam": "tau = eta rho^2 step / n (derived in simbias/sam.py)",
     "gd": "none: GD has no noise, so no drift along M at the eta^2 time scale; tau is NaN",
 }
@@ -539,7 +539,8 @@ def run_flow_stage(
     T = offsets.size
     theta = np.full((R, T, m, d), np.nan)
     per_rec = {k: np.full((R, T), np.nan) for k in ("loss", "sharpness", "grad_norm")}
-    end = {k: np.full(R, np.nan) for k in ("tau_end", "grad_norm_end", "tau_eps_offset", "nfev")}
+    end = {k: np.full(R, np.nan) for k in ("tau_end", "grad_norm_end", "tau_eps_offset")}
+    nfev = np.full(R, -1, dtype=np.int64)  # -1: no flow (the replica diverged in SGD)
     theta_end = np.full((R, m, d), np.nan)
     status = np.array(["sgd_diverged"] * R, dtype=object)
     retraction = np.array(["none"] * R, dtype=object)
@@ -553,10 +554,13 @@ def run_flow_stage(
         end["tau_end"][r] = tau0 + res.tau_end
         end["grad_norm_end"][r] = res.grad_norm_end
         end["tau_eps_offset"][r] = res.tau_eps
-        end["nfev"][r] = res.nfev
+        nfev[r] = res.nfev
         status[r] = res.status
         retraction[r] = res.retraction
     fsv, wsv = _sv_vars(theta, X)
+    fsv_end, wsv_end = _sv_vars(theta_end, X)
+    with np.errstate(invalid="ignore"):  # NaN θ_end (diverged in SGD) gives NaN
+        loss_end = model.loss(np, act, theta_end, X, y, w)
     dims = ("replica", "record")
     ds = xr.Dataset(
         {
@@ -565,7 +569,13 @@ def run_flow_stage(
             "feature_sv": (dims + ("rank",), fsv),
             "weight_sv": (dims + ("rank",), wsv),
             "theta_end": (("replica", "neuron", "feature"), theta_end),
+            # the end state beside θ_end: the records stop at tau_max, replicas stop earlier
+            "loss_end": (("replica",), loss_end),
+            "sharpness_end": (("replica",), model.sharpness(np, act, theta_end, X, w)),
+            "feature_sv_end": (("replica", "rank"), fsv_end),
+            "weight_sv_end": (("replica", "rank"), wsv_end),
             **{k: (("replica",), v) for k, v in end.items()},
+            "nfev": (("replica",), nfev),
             "status": (("replica",), status.astype(str)),
             "retraction": (("replica",), retraction.astype(str)),
         },
@@ -617,10 +627,14 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
             "feature_sv": (dims + ("rank",), fsv),
             "weight_sv": (dims + ("rank",), wsv),
             "theta_end": (("replica", "neuron", "feature"), th),
+            "loss_end": (("replica",), sgd["loss"].values[:, -1]),
+            "sharpness_end": (("replica",), sgd["sharpness"].values[:, -1]),
+            "feature_sv_end": (("replica", "rank"), fsv[:, 0]),
+            "weight_sv_end": (("replica", "rank"), wsv[:, 0]),
             "tau_end": (("replica",), np.zeros(R)),
             "grad_norm_end": (("replica",), grad),
             "tau_eps_offset": (("replica",), np.full(R, np.nan)),
-            "nfev": (("replica",), np.zeros(R)),
+            "nfev": (("replica",), np.full(R, -1, dtype=np.int64)),  # -1: no flow
             "status": (("replica",), np.where(finite, NO_FLOW, "sgd_diverged").astype(str)),
             "retraction": (("replica",), np.array(["none"] * R)),
         },
@@ -860,10 +874,7 @@ def compare(
         theorem3_applicable=int(app3.ok),
         theorem3_reason=app3.reason,
     )
-    for k, v in ds.data_vars.items():
-        if v.dtype == bool:
-            ds[k] = v.astype("i1")
-    storage.write_netcdf(ds, out_nc)
+    storage.write_netcdf(ds, out_nc)  # yes/no columns stay bool, as `diverged` in sgd.nc
     with storage.atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -957,7 +968,8 @@ def summarize(csv_paths: list[str], out: str) -> None:
     """results/summary.csv: one row per regime."""
     rows = []
     for p in csv_paths:
-        df = pd.read_csv(p, keep_default_na=True)
+        # text columns as text: an all-empty column would otherwise be read as float NaN
+        df = pd.read_csv(p, dtype={"flag": str, "not_applicable_reason": str})
         ok = ~df["sgd_diverged"]
         rows.append(
             {

@@ -1,9 +1,10 @@
-"""NetCDF in and out: the output contract of DESIGN.md §3, written atomically."""
+"""NetCDF in and out: the output contract of docs/outputs.md, written atomically."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import os
@@ -55,11 +56,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "theta_end": ("first-layer weights θ_j where the flow stopped", "1"),
     "tau_end": ("flow time at which the flow stopped (SGD's clock continued)", "1"),
     "grad_norm_end": ("Riemannian gradient norm ‖∇_M F‖ where the flow stopped", "1"),
+    "loss_end": ("training loss L where the flow stopped", "1"),
+    "sharpness_end": ("sharpness F where the flow stopped", "1"),
+    "feature_sv_end": ("singular values of Z = ΘXᵀ where the flow stopped, descending", "1"),
+    "weight_sv_end": ("singular values of Θ where the flow stopped, descending", "1"),
     "tau_eps_offset": (
         "flow time after the flow's start beyond which ‖∇_M F‖ ≤ epsilon held (NaN: never)",
         "1",
     ),
-    "nfev": ("number of right-hand-side evaluations of the flow integrator", "1"),
+    "nfev": ("number of right-hand-side evaluations of the flow integrator (-1: no flow)", "1"),
     "status": ("how the flow ended: converged, stalled_near_zero_preactivation, ...", "1"),
     "retraction": ("retraction onto M used by the flow integrator", "1"),
     "z_star": ("Theorem 2 target pre-activations z*_ji", "1"),
@@ -142,6 +147,14 @@ CHUNK_BYTES = 1 << 20
 COMPLEVEL = 4
 
 
+def _version(package: str) -> str:
+    """An installed package's version, read from its metadata (without importing it)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def attrs_for(regime: str, cfg: dict, backend: str, dtype: str, title: str) -> dict:
     """Global attributes: CF-1.11 (Conventions, title, history, source, references) and provenance."""
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -154,7 +167,8 @@ def attrs_for(regime: str, cfg: dict, backend: str, dtype: str, title: str) -> d
         ),
         "history": (
             f"{now} created by simbias {__version__} (Python {platform.python_version()}, "
-            f"NumPy {np.__version__}, xarray {xr.__version__}, backend {backend}, {dtype})"
+            f"NumPy {np.__version__}, SciPy {_version('scipy')}, numba {_version('numba')}, "
+            f"xarray {xr.__version__}, netCDF4 {_version('netCDF4')}, backend {backend}, {dtype})"
         ),
         "references": REFERENCES,
         "comment": "All quantities are dimensionless (units '1'). See docs/outputs.md for every variable.",
@@ -169,13 +183,22 @@ def attrs_for(regime: str, cfg: dict, backend: str, dtype: str, title: str) -> d
     }
 
 
+# Index coordinates (replica number, singular value index): a long_name, no units, so that
+# xarray labels an axis "replica", not "replica [1]". CF needs no units on them.
+INDEX_COORDS = {"replica", "rank"}
+
+
 def label(ds: xr.Dataset) -> xr.Dataset:
-    """Attach long_name and units to every variable and coordinate that has none (CF)."""
+    """Attach long_name (every variable) and units "1" (every quantity) where missing (CF).
+
+    Index coordinates and string variables get no units: they are not quantities.
+    """
     for name in list(ds.variables):
         ln, units = VARIABLES.get(name, (name.replace("_", " "), "1"))
         attrs = ds[name].attrs
         attrs.setdefault("long_name", ln)
-        attrs.setdefault("units", units)
+        if name not in INDEX_COORDS and ds[name].dtype.kind not in "OUS":
+            attrs.setdefault("units", units)
         if name in FLAGS and ds[name].dtype.kind in "biuf":  # CF: flag_values of the stored type
             kind = "i1" if ds[name].dtype.kind == "b" else ds[name].dtype
             attrs.setdefault("flag_values", np.array([0, 1], dtype=kind))

@@ -101,7 +101,7 @@ class Constants:
 
 
 def constants(act, X: np.ndarray) -> Constants:
-    """μ, ϱ1, ϱ2 and β for this activation and data (DESIGN.md §1)."""
+    """μ, ϱ1, ϱ2 and β for this activation and data (docs/math.md, "Assumptions and constants")."""
     return Constants(gram_min_eig(X), act.rho1, act.rho2, act.beta, act.beta_paper)
 
 

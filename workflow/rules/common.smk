@@ -1,8 +1,10 @@
+import re
 import sys
 from pathlib import Path
 
 from snakemake.utils import update_config
 
+from simbias.activations import make_activation, pretty
 from simbias.config import (
     ConfigError,
     code_version,
@@ -13,6 +15,21 @@ from simbias.config import (
     read_config_yaml,
     validate_config,
 )
+
+# regime name -> the stem of the --configfile that added it (config.yaml's own are not here):
+# their rows go into a summary of their own (summary_{stem}.csv), so the paper's summary.csv
+# never depends on which flags were used last.
+ADDED_BY = {}
+
+
+def _note_added_regimes(raw, more, path):
+    known, new = raw.get("regimes"), more.get("regimes")
+    if isinstance(new, dict):
+        for name in new:
+            if not isinstance(known, dict) or name not in known:
+                ADDED_BY.setdefault(
+                    name, re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)
+                )
 
 
 def _read_mapping(path):
@@ -43,11 +60,15 @@ def _raw_config():
     for extra in extras:
         if Path(extra).resolve() == base.resolve():
             continue
-        update_config(raw, _read_mapping(extra))
+        more = _read_mapping(extra)
+        _note_added_regimes(raw, more, extra)
+        update_config(raw, more)
     overrides = parse_overrides(dict(settings.config))
     regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
     if regimes_file is not None:
-        update_config(raw, _read_mapping(str(regimes_file)))
+        more = _read_mapping(str(regimes_file))
+        _note_added_regimes(raw, more, str(regimes_file))
+        update_config(raw, more)
     update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw
 
@@ -73,6 +94,11 @@ if workflow.overwrite_configfiles:
     )
 config.clear()
 config.update(_validated)
+# for the report's regime table only (jobs get their own regime's entry, never this)
+config["activation_text"] = {
+    r: pretty(make_activation(c["activation"]).describe())
+    for r, c in config["regimes"].items()
+}
 
 RESULTS = config["results"]
 REGIMES = list(config["regimes"])
@@ -92,11 +118,34 @@ for _name, _reg in config["regimes"].items():
         SWEEPS.setdefault(_reg["sweep_of"]["base"], []).append(_name)
 
 
+def summary_groups(target="default"):
+    """{summary file stem: its regimes}: config.yaml's regimes in summary (summary_extensions,
+    summary_paper), the regimes each extra config file adds in summary_{file stem}
+    (summary_{file stem}_extensions, ...).
+    """
+    groups = {}
+    for r in TARGETS[target]:
+        source = ADDED_BY.get(config["regimes"][r].get("sweep_of", {}).get("base", r))
+        stem = "summary" if source is None else f"summary_{source}"
+        groups.setdefault(
+            stem if target == "default" else f"{stem}_{target}", []
+        ).append(r)
+    return groups
+
+
+SUMMARIES = {
+    **summary_groups("paper"),
+    **summary_groups("extensions"),
+    **summary_groups("default"),
+}
+
+
 wildcard_constraints:
     regime="|".join(REGIMES),
     kind="|".join(FIGURE_KINDS),
     ext="png|pdf",
     base="|".join(SWEEPS) or "(?!)",
+    summary="|".join(SUMMARIES) or "(?!)",
 
 
 def regime_cfg(wildcards):
@@ -146,6 +195,31 @@ def sweep_cfgs(wildcards):
     return {r: job_config(config["regimes"][r]) for r in SWEEPS[wildcards.base]}
 
 
+def summary_inputs(wildcards):
+    return expand(
+        f"{RESULTS}/{{regime}}/comparison.csv", regime=SUMMARIES[wildcards.summary]
+    )
+
+
+def all_outputs(target="default"):
+    """A target's every file: NetCDF, tables (CSV and HTML), figures, summaries."""
+    regimes = TARGETS[target]
+    files = expand(
+        f"{RESULTS}/{{regime}}/{{name}}",
+        regime=regimes,
+        name=["data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.html"],
+    )
+    files += expand(
+        f"{RESULTS}/{{regime}}/brute_force.nc",
+        regime=[r for r in regimes if r in BRUTE_FORCE],
+    )
+    for stem in summary_groups(target):
+        files += [f"{RESULTS}/{stem}.csv", f"{RESULTS}/{stem}.html"]
+    if target == "default" and "fig1a" in regimes:  # the README's headline figure
+        files.append("docs/img/fig1a_trajectory.png")
+    return files + all_figures(target)
+
+
 def all_figures(target="default"):
     regimes = TARGETS[target]
     bases = [b for b in SWEEPS if SWEEPS[b][0] in regimes]
@@ -181,8 +255,7 @@ def report_failures():
     """After a run: name every regime the summaries mark as failed, and why."""
     import csv
 
-    for name in ("summary.csv", "summary_extensions.csv", "summary_paper.csv"):
-        path = Path(RESULTS) / name
+    for path in sorted(Path(RESULTS).glob("summary*.csv")):
         if path.exists():
             with open(path, newline="") as fh:
                 for row in csv.DictReader(fh):
@@ -190,6 +263,26 @@ def report_failures():
                         sys.stderr.write(
                             f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
                         )
+
+def _table_regime(wildcards):
+    """The regime of a comparison table ('fig1a/comparison' -> 'fig1a'); None for a summary."""
+    head, _, tail = wildcards.table.partition("/")
+    return head if tail == "comparison" else None
+
+
+def table_category(wildcards):
+    return _table_regime(wildcards) or "summary"
+
+
+def table_subcategory(wildcards):
+    return "comparison with theory" if _table_regime(wildcards) else None
+
+
+def table_labels(wildcards):
+    regime = _table_regime(wildcards)
+    if regime:
+        return {"regime": regime, "table": "comparison (per replica)"}
+    return {"table": wildcards.table}
 
 
 onsuccess:

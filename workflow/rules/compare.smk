@@ -6,13 +6,7 @@ rule compare:
         brute=brute_force_input,
     output:
         nc=f"{RESULTS}/{{regime}}/comparison.nc",
-        csv=report(
-            f"{RESULTS}/{{regime}}/comparison.csv",
-            caption="../report/comparison.rst",
-            category="{regime}",
-            subcategory="comparison with theory",
-            labels={"regime": "{regime}", "table": "comparison (per replica)"},
-        ),
+        csv=f"{RESULTS}/{{regime}}/comparison.csv",
     log:
         "logs/{regime}/compare.log",
     params:
@@ -24,43 +18,33 @@ rule compare:
 
 rule summary:
     input:
-        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["default"]),
+        summary_inputs,
     output:
-        report(
-            f"{RESULTS}/summary.csv",
-            caption="../report/summary.rst",
-            category="summary",
-            labels={"table": "summary (per regime)"},
-        ),
+        f"{RESULTS}/{{summary}}.csv",
     log:
-        "logs/summary.log",
+        "logs/{summary}.log",
     script:
         "../scripts/summary.py"
 
 
-use rule summary as summary_extensions with:
+# a CSV table as an HTML table, so that the report shows it (a CSV can only be downloaded there)
+rule table_html:
     input:
-        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["extensions"]),
+        f"{RESULTS}/{{table}}.csv",
     output:
         report(
-            f"{RESULTS}/summary_extensions.csv",
-            caption="../report/summary.rst",
-            category="summary",
-            labels={"table": "summary (extension regimes)"},
+            f"{RESULTS}/{{table}}.html",
+            caption="../report/table.rst",
+            category=table_category,
+            subcategory=table_subcategory,
+            labels=table_labels,
         ),
     log:
-        "logs/summary_extensions.log",
-
-
-use rule summary as summary_paper with:
-    input:
-        expand(f"{RESULTS}/{{regime}}/comparison.csv", regime=TARGETS["paper"]),
-    output:
-        report(
-            f"{RESULTS}/summary_paper.csv",
-            caption="../report/summary.rst",
-            category="summary",
-            labels={"table": "summary (paper-length regimes)"},
-        ),
-    log:
-        "logs/summary_paper.log",
+        "logs/tables/{table}.log",
+    wildcard_constraints:
+        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({'|'.join(REGIMES)})/comparison",
+    localrule: True
+    params:
+        code=code_version("table_html"),
+    script:
+        "../scripts/table_html.py"

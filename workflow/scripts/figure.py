@@ -1,10 +1,13 @@
-from simbias import figures, logs
+import json
+
+from simbias import figures, logs, storage
 
 logs.to_file(snakemake.log[0])
+cfg = json.loads(storage.open_dataset(snakemake.input.comparison).attrs["config_json"])
 figures.draw(
     snakemake.wildcards.kind,
     snakemake.wildcards.regime,
-    snakemake.params.cfg,
+    cfg,
     dict(snakemake.input.items()),
     snakemake.output.png,
     snakemake.output.pdf,
