@@ -101,7 +101,8 @@ def test_loss_bound_below_the_initial_loss_is_named(tmp_path):
 
 def test_a_replica_that_blows_up_in_the_last_step_is_flagged(tmp_path):
     """The divergence rule holds after the last step too (issue 15): with η = 0.3 and two steps,
-    one replica blows up in step 1 and four more in step 2, the last; none may end unflagged."""
+    some replicas blow up in step 1 and more in step 2, the last (which the loop's check, made
+    before each step, cannot see); none may end unflagged, and some must survive."""
     cfg = resolved(
         eta=0.3, replicas=8, init={"scale": 0.5}, sgd={"steps": 2, "log_points": 3, "linear_points": 2}
     )
@@ -110,8 +111,9 @@ def test_a_replica_that_blows_up_in_the_last_step_is_flagged(tmp_path):
     div = s["diverged"].values.astype(bool)
     bound = cfg["sgd"]["loss_bound"]
     assert np.all(s["loss"].values[~div, -1] <= bound)  # every unflagged replica ends finite and bounded
-    assert div.sum() == 5 and 0 < (~div).sum()
-    assert sorted(s["diverged_step"].values[div]) == [1, 2, 2, 2, 2]
+    assert 0 < div.sum() < div.size
+    steps = s["diverged_step"].values[div]
+    assert set(steps) <= {1, 2} and (steps == 2).any()  # the final check flagged the last step's
     assert np.isnan(s["theta"].values[div, -1]).all()
     assert set(storage.open_dataset(p["flow"])["status"].values[div]) == {"sgd_diverged"}
     table = pd.read_csv(tmp_path / "comparison.csv")

@@ -264,6 +264,7 @@ def report_failures():
                             f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
                         )
 
+
 def _table_regime(wildcards):
     """The regime of a comparison table ('fig1a/comparison' -> 'fig1a'); None for a summary."""
     head, _, tail = wildcards.table.partition("/")
