@@ -132,7 +132,7 @@ CATALOGUE += [
         [r1("sgd.linear_points")],
     ),
     ("memory_flow_records", regime_text(flow={"records": 10**9}), [r1("flow.records"), "flow.nc"]),
-    ("memory_n_1e8", regime_text(n=10**8), [r1("n"), "of memory", "XXᵀ"]),
+    ("memory_n_1e8", regime_text(n=10**8), [r1("n"), "of memory", "n²"]),
     (
         "time_steps_1e18",
         regime_text(sgd={"steps": 10**18}),
@@ -294,8 +294,8 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case):
         SNAKEMAKE + ["-d", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    # Snakemake's own note that it loaded profiles/default comes first; then our one line
     out = [line for line in out if not line.startswith("Using workflow specific profile")]
+    # Snakemake's own note that it loaded profiles/default comes first; then our one line
     assert proc.returncode != 0
     assert len(out) == 1 and out[0].startswith("config error: "), out  # one message, nothing else
     for needle in needles:
@@ -332,6 +332,7 @@ def test_regimes_file_is_read_by_the_safe_loader_and_never_runs_code(tmp_path):
         timeout=120,
     )
     out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    out = [line for line in out if not line.startswith("Using workflow specific profile")]
     assert proc.returncode != 0 and len(out) == 1, out
     assert "field '__use_yte__': unknown field" in out[0]
     assert "regime 'evil', field 'sigma': must be a number" in out[0]
@@ -401,6 +402,13 @@ def test_only_validated_values_reach_the_report():
         "snakemake.output.nc",
         "snakemake.output.pdf",
         "snakemake.output[0]",
+        # table.rst: the table wildcard (a regime name or a summary stem, both path-safe), the
+        # regime name taken from it, and the CSV path built from `results` and it
+        "table",
+        "regime",
+        "snakemake.input[0]",
+        # workflow.rst: φ written out from the validated activation (an enum and numbers)
+        'snakemake.config["activation_text"][name]',
     } | {f'{v}["{k}"]' for v in ("cfg", "r") for k in ("d", "eta", "m", "n", "replicas", "sigma", "target")}
     allowed.add('r["sgd"]["steps"]')
     used = set()

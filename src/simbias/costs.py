@@ -111,7 +111,11 @@ def estimate(reg: dict) -> Estimate:
             "Z at every flow record (replicas × flow.records × m × n)",
             ("replicas", "flow.records", "m", "n"),
         ),
-        (b * (m * d) ** 2, "the flow's Jacobian ((m·d) × (m·d))", ("m", "d")),
+        (
+            b * (m * min(n, d) * n + n * n),
+            "the flow's structured solve per replica (m · rank X · n + n²)",
+            ("m", "n"),
+        ),
         (b * m * m, "neuron distances (m × m)", ("m",)),
     ]
     largest = max(arrays, key=lambda a: a[0])
