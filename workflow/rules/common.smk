@@ -191,8 +191,13 @@ def sweep_points(wildcards):
 
 
 def sweep_cfgs(wildcards):
-    """The grid points' configs (the phase diagram reads their sweep_of entries)."""
-    return {r: job_config(config["regimes"][r]) for r in SWEEPS[wildcards.base]}
+    """Each grid point's sweep_of entry (its point and the axes): all the phase diagram reads, and
+    all the report shows as its parameters. Any other config change reaches it through the
+    comparison tables it reads."""
+    return {
+        r: {"sweep_of": config["regimes"][r]["sweep_of"]}
+        for r in SWEEPS[wildcards.base]
+    }
 
 
 def summary_inputs(wildcards):
