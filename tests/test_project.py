@@ -32,7 +32,7 @@ def _requirements() -> list[Requirement]:
     proj = PYPROJECT["project"]
     reqs = [Requirement(r) for r in proj["dependencies"]]
     for extra, deps in proj["optional-dependencies"].items():
-        if extra != "gpu":  # CuPy depends on the CUDA version: not pinned
+        if not extra.startswith("gpu"):  # CuPy (gpu, gpu-cuda13) depends on the CUDA version: not pinned
             reqs += [Requirement(r) for r in deps]
     return reqs
 

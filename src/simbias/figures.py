@@ -147,8 +147,6 @@ def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
         bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
         zorder=5,
     )
-    if ax.get_legend() is not None:
-        ax.legend(loc="center right", fontsize=FONT["legend"])
 
 
 def _meaningful_ranks(cfg: dict) -> int:
