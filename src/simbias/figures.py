@@ -85,8 +85,11 @@ def _integer_axis(ax, axis: str = "y") -> None:
 
 
 def _lower_median(v) -> float:
-    """Median that is one replica's value (the lower middle one): an integer stays an integer."""
-    return float(np.percentile(v, 50, method="lower"))
+    """Median that is one replica's value (the lower middle one): an integer stays an integer.
+    NaN where there is no value (a failed sweep point: every replica diverged)."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.percentile(v, 50, method="lower")) if v.size else float("nan")
 
 
 def _integer_band(v) -> tuple[float, float]:

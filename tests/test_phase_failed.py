@@ -1,0 +1,33 @@
+"""A sweep whose grid point failed (every replica diverged) still gets its phase diagram,
+with that cell blank and labelled "failed" (the comparison tables are from a real 2 × 2
+sweep run on a tiny problem, eta = 1 diverging)."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from simbias import figures
+
+DATA = Path(__file__).parent / "data" / "phase_failed"
+
+
+def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypatch):
+    points = {"sw__eta-0p05__sigma-0p1": 0.05, "sw__eta-1__sigma-0p1": 1.0}
+    cfgs = {
+        r: {"sweep_of": {"axes": ["eta", "sigma"], "base": "sw", "point": {"eta": eta, "sigma": 0.1}}}
+        for r, eta in points.items()
+    }
+    texts = []
+    real_save = figures._save
+
+    def save(fig, png, pdf):
+        texts.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        real_save(fig, png, pdf)
+
+    monkeypatch.setattr(figures, "_save", save)
+    csvs = [str(DATA / f"{r}.csv") for r in points]
+    figures.phase_diagram("sw", csvs, cfgs, str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert texts.count("failed") == 3  # one cell in each of the three panels
