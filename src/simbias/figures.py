@@ -838,10 +838,10 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
     diff = diff[np.isfinite(diff)]
     se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
     fig.suptitle(
-        f"{_header(regime, cfg)}\nlabel-noise SGD run on past the hand-over vs the flow from SGD's state at the "
-        f"hand-over, {keep.sum()} replicas (median, 10–90% band)\nat τ = {tau_b:.3g} (red line) {n_in} of "
-        f"{keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point (z and F)\n"
-        f"mean F(SGD) − F(flow) = {diff.mean():.2g} ± {se:.2g} (s.e.)",
+        f"{_header(regime, cfg)}\nlabel-noise SGD run on past the hand-over vs the flow from SGD's state\n"
+        f"at the hand-over, {keep.sum()} replicas (median, 10–90% band); at τ = {tau_b:.3g} (red line)\n"
+        f"{n_in} of {keep.sum()} replicas are within 5 sd of SGD's stationary spread of the flow's point\n"
+        f"(z and F); mean F(SGD) − F(flow) = {diff.mean():.2g} ± {se:.2g} (s.e.)",
         fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
