@@ -654,14 +654,17 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
 
 def arrival_on_M(loss: np.ndarray, loss_tol: float) -> np.ndarray:
     """Index of the first record from which the loss stays ≤ loss_tol (-1: never)."""
-    below = np.isfinite(loss) & (loss <= loss_tol)
-    idx = np.full(loss.shape[0], -1)
-    for r in range(loss.shape[0]):
-        above = np.flatnonzero(~below[r])
-        i = 0 if above.size == 0 else above[-1] + 1
-        if i < loss.shape[1]:
-            idx[r] = i
-    return idx
+    i = _first_for_good(np.isfinite(loss) & (loss <= loss_tol))
+    return np.where(i < loss.shape[1], i, -1)
+
+
+def _first_for_good(ok: np.ndarray) -> np.ndarray:
+    """Per row of ``ok`` (R, T), the first index from which it is True to the end (T: not even
+    at the last)."""
+    T = ok.shape[1]
+    rev = ok[:, ::-1]
+    trailing = np.where(rev.all(axis=1), T, np.argmin(rev, axis=1))  # Trues at the row's end
+    return T - trailing
 
 
 # A run counts as having arrived on M once its loss stays at or below this (labels are O(1)).
@@ -917,12 +920,12 @@ def _time_below_for_good(
     """
     R = values.shape[0]
     lo, hi = np.full(R, np.nan), np.full(R, np.nan)
+    with np.errstate(invalid="ignore"):
+        first = _first_for_good(~(np.isfinite(values) & (values > thr)))
     for r in range(R):
         if not end[r] <= thr:
             continue
-        v = values[r]
-        above = np.flatnonzero(np.isfinite(v) & (v > thr))
-        i = 0 if above.size == 0 else above[-1] + 1
+        i = first[r]
         if i >= tau.size:  # the last record is above: the crossing came after it
             lo[r], hi[r] = tau[-1], np.nan
             continue
