@@ -157,10 +157,12 @@ class FlowJacobian:
         self.compiled = bool(p.compiled)
 
     def dense(self) -> np.ndarray:
-        """The full (m·r, m·r) matrix (tests only)."""
-        from scipy.linalg import block_diag
-
-        return block_diag(*self.H) + self.U.reshape(self.m * self.r, self.n) @ self.Wt
+        """The full (m·r, m·r) matrix: for the dense solves of small systems (CVODE) and tests."""
+        m, r = self.m, self.r
+        J = self.U.reshape(m * r, self.n) @ self.Wt
+        idx = np.arange(m)
+        J.reshape(m, r, m, r)[idx, :, idx, :] += self.H  # the diagonal blocks H_j
+        return J
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         X = x.reshape(self.m, self.r)
