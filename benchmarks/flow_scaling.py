@@ -93,7 +93,7 @@ def child(which: str, m: int, d: int, n: int, seed: int, tol: float) -> None:
 def measure(which: str, m: int, d: int, n: int, seed: int, tol: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     args = [sys.executable, __file__, "--child", which, str(m), str(d), str(n), str(seed), "--tol", str(tol)]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=1800)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

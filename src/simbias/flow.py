@@ -159,7 +159,9 @@ above it the dense LU, O((m·r)³), costs more than SciPy's per-step overhead th
 saves, and StructuredBDF's Woodbury solves win (measured: docs/performance.md)."""
 
 INTEGRATORS = ("auto", "cvode", "bdf")
-NEAR_TOL = 100.0  # CVODE: below NEAR_TOL·tol, the tol crossing is located on the retracted state
+STOP_SLACK = 1.01
+"""At a crossing of tol the state is retracted onto M; ‖∇_M F‖ ≤ STOP_SLACK·tol there is
+converged (the 1 % absorbs the root-finding and the retraction)."""
 CVODE_TOL_SCALE = 0.01
 """CVODE runs at rtol and atol times this. Its error test is looser than SciPy's BDF at the
 same tolerances: against a tight reference (rtol = 1e-11) CVODE at rtol = 1e-8 reached
@@ -301,10 +303,6 @@ def _drive_cvode(
 
     shape, prob, offsets = rp.shape, rp.prob, rp.offsets
     log_eps, log_tol = float(np.log(eps)), float(np.log(tol))
-    # Off M by the integration error (|f − y| ~ 1e-12), ‖∇_M F‖ can read several times tol
-    # away from its value on M; so near tol the tol-level is read on the retracted state,
-    # and the root CVODE finds is where ‖∇_M F‖ = tol on M, the stopping test.
-    near = NEAR_TOL * tol
 
     def rhs(t, v, out):
         out[:] = prob.velocity(v.reshape(shape)).ravel()
@@ -313,9 +311,9 @@ def _drive_cvode(
         JJ[:, :] = flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(shape))).dense()
 
     def levels(t, v, out):
-        g = prob.grad_norm(v.reshape(shape))
-        out[0] = np.log(g) - log_eps
-        out[1] = np.log(g if g > near else rp.gnorm(rp.on_m(v))) - log_tol
+        lg = np.log(prob.grad_norm(v.reshape(shape)))
+        out[0] = lg - log_eps
+        out[1] = lg - log_tol
 
     levels.terminal = [False, False]  # every root returns from step(); we decide what stops
     levels.direction = [0, -1]
@@ -344,14 +342,16 @@ def _drive_cvode(
                 tau_eps = float(out.t) if k[0] < 0 else None
             if k[1]:  # ‖∇_M F‖ fell to tol: stop here if it holds on M
                 A = rp.on_m(out.y)
-                if rp.gnorm(A) <= tol * 1.01:
+                if rp.gnorm(A) <= tol * STOP_SLACK:
                     return _End(A, float(out.t), "converged", tau_eps, out.nfev)
         if len(roots):
             continue  # a root before the record: go on to the same record time
         i += 1
         A = rp.on_m(out.y)
         rp.store(i, A)
-        if rp.rec["grad_norm"][i] <= tol:  # on M below tol without a root seen: stop here
+        # Off M by the integration error, ‖∇_M F‖ can read below tol where on M it is not
+        # (the root's test then fails) and stay there: a record on M below tol stops it.
+        if rp.rec["grad_norm"][i] <= tol:
             return _End(A, float(out.t), "converged", tau_eps, out.nfev)
         if i + 1 == T:
             return _End(A, float(out.t), "tau_budget_exhausted", tau_eps, out.nfev)
@@ -406,7 +406,7 @@ def _drive_bdf(
             t_stop = crossing(sol, tol, t0, t1)
             i = store_until(i, t_stop, sol)
             A = rp.on_m(sol(t_stop))
-            if rp.gnorm(A) <= tol * 1.01:  # met tol between records: stop here
+            if rp.gnorm(A) <= tol * STOP_SLACK:  # met tol between records: stop here
                 return _End(A, t_stop, "converged", tau_eps, bdf.nfev)
         i = store_until(i, t1, sol)
         if bdf.status == "finished":
