@@ -1,8 +1,8 @@
 """Seconds per replica for the manifold flow to ‖∇_M F‖ ≤ tol: today's integrators against the dense one.
 
 One JSON line per size. Every measurement runs in a fresh child process pinned to one
-core (``sched_setaffinity``) with one BLAS thread, after a warm-up flow there (numba
-compilation and imports excluded). Problems: unit-norm Uniform[0, 1] data, Uniform[0, 1]
+core (``sched_setaffinity``) with one BLAS thread, after a warm-up flow there with each
+integrator it may use (numba compilation, kernel loading and imports excluded). Problems: unit-norm Uniform[0, 1] data, Uniform[0, 1]
 labels, w = 1, θ0 ~ N(0, 0.1²) (retracted onto M first), φ = z³ + 0.1z; draw s uses data seed s,
 label seed 1000 + s and init seed 2000 + s. ``new``: :func:`simbias.flow.run_flow` as the
 pipeline runs it (``integrator="auto"``: CVODE for m·rank X ≤ ``flow.CVODE_MAX_UNKNOWNS``,
@@ -70,7 +70,11 @@ def child(which: str, m: int, d: int, n: int, seed: int, tol: float) -> None:
     run = runs[which]
     with threadpool_limits(1):
         act, theta, X, y, w, zs, Fs = problem(10, 3, 3, 99)  # warm-up: imports, numba compilation
-        run(act, theta, X, y, w, tol=tol, z_star=zs, F_star=Fs)
+        if which == "old":
+            run(act, theta, X, y, w, tol=tol, z_star=zs, F_star=Fs)
+        else:  # both integrators: "new" picks either by size, and each loads its own kernels
+            for it in ("cvode", "bdf"):
+                flow.run_flow(act, theta, X, y, w, tol=tol, z_star=zs, F_star=Fs, integrator=it)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         act, theta, X, y, w, zs, Fs = problem(m, d, n, seed)
         t0 = time.perf_counter()
