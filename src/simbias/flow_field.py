@@ -233,6 +233,10 @@ class StructuredBDF(BDF):
     def __init__(self, fun, t0, y0, t_bound, *, jac, **kw):
         self._structured_jac = jac
         super().__init__(fun, t0, y0, t_bound, jac=jac, **kw)
+        # SciPy allocates the differences with np.empty and its first step subtracts row 2
+        # unset; garbage that is a signalling NaN raised 'invalid value' warnings now and then.
+        # Those rows are overwritten before they are used: zeros change nothing else.
+        self.D[2:] = 0.0
         self.J = self.jac(self.t, self.y)
 
         def lu(A: tuple[FlowJacobian, float]) -> ShiftedSolve:
