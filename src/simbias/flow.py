@@ -450,10 +450,12 @@ def _sigterm_interrupts():
 
 
 def _warm_up(act) -> None:
-    """Load (or compile) the numba kernels once, before forking, so workers inherit them."""
+    """Load (or compile) the numba kernels and CVODE once, before forking, so workers inherit them."""
     if isinstance(act, OddPower):
         X = np.eye(2, 3)
-        run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), tol=1e-3, tau_max=1.0, records=2)
+        kw = dict(tol=1e-3, tau_max=1.0, records=2)
+        for integrator in ("cvode", "bdf"):
+            run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), integrator=integrator, **kw)
 
 
 def _one_blas_thread():
