@@ -237,73 +237,89 @@ def _residuals(f, y, ze, noisy, lam):
     return loss
 
 
-@numba.njit(inline="always")
-def _combine_rows(out, A, c):
-    """out = Σ_k c_k A_k (rows of A, k in order, from 0.0), elementwise over out's unit-stride axis."""
-    out[:] = 0.0
-    for k in range(A.shape[0]):
-        ck = c[k]
-        Ak = A[k]
-        for j in range(out.shape[0]):
-            out[j] += Ak[j] * ck
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _replica_steps(th, X, XT, y, w, two_eta, sigma, key0, key1, r, k0, steps, loss_bound, half, pf, nu):
+def _replica_steps(
+    th,
+    X,
+    XT,
+    y,
+    w,
+    two_eta,
+    sigma,
+    key0,
+    key1,
+    r,
+    k0,
+    steps,
+    loss_bound,
+    half,
+    pf,
+    nu,
+    zero,
+    Z,
+    D,
+    f,
+    lam,
+    g,
+    ze,
+):
     """Run ``steps`` steps (k0, k0+1, ...) on replica r's θ (m, d), in place, its noise drawn inline.
 
-    θ is held transposed, (d, m), so that every loop over neurons is innermost and unit
-    stride (vectorised); each sum runs in the reference's order (Z over features, f over
-    neurons, Jᵀλ over samples). Returns the step (within the segment) at which the
-    replica was found diverged, or -1.
+    Returns the step (within the segment) at which the replica was found
+    diverged, or -1. Scratch: Z, D (m, n), f, lam, ze (n,), g (d,).
     """
     m, d = th.shape
     n = X.shape[0]
-    dt = th.dtype
     noisy = sigma != 0.0
-    tT = np.ascontiguousarray(th.T)
-    Z = np.empty((n, m), dtype=dt)  # then D_ji λ_i
-    D = np.empty((n, m), dtype=dt)
-    g = np.empty(m, dtype=dt)
-    f = np.empty(n, dtype=dt)
-    lam = np.empty(n, dtype=dt)
-    ze = np.zeros(n, dtype=dt)
-    zc, kl, rl, sg = _chunk_scratch(n, dt)
-    out = -1
+    dot = d <= 8  # short sums: reductions; long ones: axpy loops (same order of operations)
+    zc, kl, rl, sg = _chunk_scratch(n, ze.dtype)
     for s in range(steps):
-        # z_ji = θ_j · x_i (over k in order),  f_i = Σ_j w_j φ(z_ji) (j in order),  D_ji = w_j φ'(z_ji)
+        # z_ji = θ_j · x_i,  f_i = Σ_j w_j φ(z_ji),  D_ji = w_j φ'(z_ji)
         for i in range(n):
-            Zi = Z[i]
-            _combine_rows(Zi, tT, X[i])
-            Di = D[i]
-            for j in range(m):
-                phi, dphi = _phi_terms(Zi[j], half, pf, nu)
-                Zi[j] = w[j] * phi
-                Di[j] = w[j] * dphi
-            fi = Zi[0]
-            for j in range(1, m):
-                fi += Zi[j]
-            f[i] = fi
+            f[i] = 0.0
+        for j in range(m):
+            if dot:
+                for i in range(n):
+                    acc = zero
+                    for k in range(d):
+                        acc += th[j, k] * X[i, k]
+                    Z[j, i] = acc
+            else:
+                for i in range(n):
+                    Z[j, i] = 0.0
+                for k in range(d):
+                    t = th[j, k]
+                    for i in range(n):
+                        Z[j, i] += t * XT[k, i]
+            wj = w[j]
+            for i in range(n):
+                phi, dphi = _phi_terms(Z[j, i], half, pf, nu)
+                f[i] += wj * phi
+                D[j, i] = wj * dphi
         # λ = f − y + ζ; stop before the step if L = Σ (f − y)² is not ≤ the bound (NaN too)
         if noisy:
             _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg)
         loss = _residuals(f, y, ze, noisy, lam)
         if not (loss <= loss_bound):
-            out = s
-            break
-        # θ_j ← θ_j − 2η Σ_i (D_ji λ_i) x_i  (i in order)
-        for i in range(n):
-            Di = D[i]
-            li = lam[i]
-            for j in range(m):
-                Di[j] = Di[j] * li
-        for k in range(d):
-            _combine_rows(g, D, XT[k])
-            tk = tT[k]
-            for j in range(m):
-                tk[j] -= two_eta * g[j]
-    th[:, :] = tT.T
-    return out
+            return s
+        # θ_j ← θ_j − 2η Σ_i (D_ji λ_i) x_i
+        for j in range(m):
+            if dot:
+                for k in range(d):
+                    acc = zero
+                    for i in range(n):
+                        acc += (D[j, i] * lam[i]) * X[i, k]
+                    th[j, k] -= two_eta * acc
+            else:
+                for k in range(d):
+                    g[k] = 0.0
+                for i in range(n):
+                    c = D[j, i] * lam[i]
+                    for k in range(d):
+                        g[k] += c * X[i, k]
+                for k in range(d):
+                    th[j, k] -= two_eta * g[k]
+    return -1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -496,8 +512,11 @@ def _segment(
                 half, pf, nu, D, f, lam, ze,
             )  # fmt: skip
         else:
+            Z = np.empty((m, n), dtype=theta.dtype)
+            g = np.empty(d, dtype=theta.dtype)
             s = _replica_steps(
-                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound, half, pf, nu
+                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound,
+                half, pf, nu, pf - pf, Z, D, f, lam, g, ze,
             )
         if s >= 0:
             alive[r] = False
