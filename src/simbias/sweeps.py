@@ -11,8 +11,8 @@ jobs for the new points only). ``mode: zip`` pairs the lists instead of crossing
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 from typing import Any
 
 # sweepable key -> where it lives in a regime's config
@@ -64,8 +64,7 @@ def expand(regimes: dict[str, dict]) -> dict[str, dict]:
             out[name] = reg
             continue
         for point in grid(sweep):
-            r = copy.deepcopy(reg)
-            del r["sweep"]
+            r = json.loads(json.dumps({k: v for k, v in reg.items() if k != "sweep"}))  # a deep copy
             for key, value in point.items():
                 target = r
                 *parents, leaf = SWEEP_KEYS[key]
@@ -77,4 +76,21 @@ def expand(regimes: dict[str, dict]) -> dict[str, dict]:
             if pname in out or pname in regimes:
                 raise ValueError(f"grid point {pname!r} appears twice or clashes with another regime")
             out[pname] = r
+    return out
+
+
+def representatives(regimes: dict[str, dict]) -> list[str]:
+    """Grid points that between them hold every value of every axis of every sweep (the first
+    point with each value), and every regime that is no grid point."""
+    seen: set = set()
+    out = []
+    for name, reg in regimes.items():
+        of = reg.get("sweep_of")
+        if of is None:
+            out.append(name)
+            continue
+        keys = [(of["base"], k, json.dumps(v)) for k, v in of["point"].items()]
+        if not seen.issuperset(keys):
+            seen.update(keys)
+            out.append(name)
     return out
