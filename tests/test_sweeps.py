@@ -48,7 +48,9 @@ def test_validation_checks_every_grid_value_through_representatives():
     reps = sweeps.representatives(out)
     assert "plain" in reps and len(reps) <= 1 + 4 + 3  # at most one point per value, not 12
     covered = {(k, v) for r in reps if "sweep_of" in out[r] for k, v in out[r]["sweep_of"]["point"].items()}
-    assert covered == {("eta", e) for e in reg["sweep"]["eta"]} | {("sigma", s) for s in reg["sweep"]["sigma"]}
+    assert covered == {("eta", e) for e in reg["sweep"]["eta"]} | {
+        ("sigma", s) for s in reg["sweep"]["sigma"]
+    }
     schema = load_schema()
     del schema["$defs"]["regime"]["properties"]["sweep"]["properties"]["eta"]["items"]["exclusiveMinimum"]
     bad = dict(BASE, sweep={"eta": [0.05, 0.02, -1.0], "sigma": [0.1, 0.2]})
