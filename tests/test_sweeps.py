@@ -56,3 +56,20 @@ def test_validation_checks_every_grid_value_through_representatives():
     bad = dict(BASE, sweep={"eta": [0.05, 0.02, -1.0], "sigma": [0.1, 0.2]})
     with pytest.raises(ConfigError, match=r"regime 's__eta-m1__sigma-0p1', field 'eta': must be > 0"):
         validate_config({"regimes": {"s": bad}}, schema)
+
+
+def test_point_figures_auto_off_past_the_documented_size_and_never_a_rerun():
+    from simbias.config import job_config
+
+    small = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01, 0.02], "sigma": [0.1, 0.2]})})
+    assert all(r["sweep_of"]["point_figures"] for r in small.values())
+    n = sweeps.POINT_FIGURES_MAX + 1
+    big = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01 * (i + 1) for i in range(n)]})})
+    assert not any(r["sweep_of"]["point_figures"] for r in big.values())
+    forced = sweeps.expand(
+        {"s": dict(BASE, sweep={"eta": [0.01 * (i + 1) for i in range(n)], "point_figures": True})}
+    )
+    assert all(r["sweep_of"]["point_figures"] for r in forced.values())
+    # the switch is operational: the jobs' params (and config_sha256) do not carry it
+    one = next(iter(small.values()))
+    assert "point_figures" not in job_config(one)["sweep_of"] and one["sweep_of"]["point_figures"]

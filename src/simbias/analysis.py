@@ -17,6 +17,14 @@ def numerical_rank(sv: np.ndarray, rel: float = RANK_REL_THRESHOLD) -> np.ndarra
     return np.where(np.isnan(top[..., 0]), -1, r)
 
 
+def lower_median(v) -> float:
+    """Median that is one replica's value (the lower middle one): an integer stays an integer.
+    NaN where there is no value (a failed sweep point: every replica diverged)."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.percentile(v, 50, method="lower")) if v.size else float("nan")
+
+
 def pca_basis(points: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Mean and top-k principal directions (k, dim) of a cloud of row vectors."""
     mean = points.mean(axis=0)

@@ -32,10 +32,13 @@ DATA_FIELDS = ("m", "d", "n", "replicas", "data", "labels", "weights", "init")
 
 # Operational settings: they change how a job runs, never what it computes, so they are
 # kept out of the jobs' params (changing them reruns nothing) and out of config_sha256.
-OPERATIONAL_FIELDS = {"sgd": ("checkpoint_every_steps", "checkpoint_every_seconds")}
+OPERATIONAL_FIELDS = {
+    "sgd": ("checkpoint_every_steps", "checkpoint_every_seconds"),
+    "sweep_of": ("point_figures",),  # whether a grid point's own figures are drawn
+}
 
-# Regime names that would collide with other folders under results/.
-RESERVED_REGIME_NAMES = ("figures",)
+# Regime names that would collide with other folders under results/ (folder -> what it holds).
+RESERVED_REGIME_NAMES = {"figures": "the figures", "sweeps": "the sweeps' tables"}
 
 
 class ConfigError(ValueError):
@@ -536,7 +539,8 @@ def _semantic_checks(name: str, reg: dict) -> None:
         )
     if name.lower() in RESERVED_REGIME_NAMES:
         raise ConfigError(
-            f"regime name '{name}' is reserved (results/{name}/ holds the figures): choose another name"
+            f"regime name '{name}' is reserved (results/{name.lower()}/ holds "
+            f"{RESERVED_REGIME_NAMES[name.lower()]}): choose another name"
         )
     if reg["weights"]["kind"] == "list":
         vals = reg["weights"].get("values")

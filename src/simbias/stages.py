@@ -1012,6 +1012,42 @@ def summarize(csv_paths: list[str], out: str) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
 
 
+def sweep_table(csv_paths: list[str], cfgs: dict[str, dict], out: str) -> None:
+    """results/sweeps/{base}.csv: one row per grid point (its values, then the medians the phase
+    diagram shows), over the replicas that did not diverge."""
+    rows = []
+    for p in csv_paths:
+        df = pd.read_csv(p, usecols=lambda c: c in SWEEP_TABLE_COLUMNS)
+        regime = df["regime"].iloc[0]
+        ok = ~df["sgd_diverged"].astype(bool)
+        gap = df.loc[ok, "sharpness_gap"]
+        rows.append(
+            {
+                "regime": regime,
+                **cfgs[regime]["sweep_of"]["point"],
+                "replicas": len(df),
+                "diverged": int((~ok).sum()),
+                "rank_sgd": analysis.lower_median(df.loc[ok, "feature_rank_sgd_end"]),
+                "rank_flow": analysis.lower_median(df.loc[ok, "feature_rank_flow_end"]),
+                "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
+                "gap_is_F": not gap.notna().any(),
+            }
+        )
+    with storage.atomic_path(out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+# the comparison columns sweep_table reads
+SWEEP_TABLE_COLUMNS = (
+    "regime",
+    "sgd_diverged",
+    "sharpness_gap",
+    "sharpness_flow_end",
+    "feature_rank_sgd_end",
+    "feature_rank_flow_end",
+)
+
+
 def _failure(df: pd.DataFrame) -> str:
     """Why a regime has no result at all ('' when at least one replica got through SGD)."""
     if df["sgd_diverged"].astype(bool).all():

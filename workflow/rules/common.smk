@@ -146,8 +146,6 @@ SUMMARIES = {
 # DAG of a 1000-point sweep builds in time linear in its jobs. regime_entry refuses other names.
 wildcard_constraints:
     regime=REGIME_NAME.pattern,
-    kind="|".join(FIGURE_KINDS),
-    ext="png|pdf",
     base="|".join(SWEEPS) or "(?!)",
     summary="|".join(SUMMARIES) or "(?!)",
 
@@ -206,13 +204,33 @@ def sweep_points(wildcards):
 
 
 def sweep_cfgs(wildcards):
-    """Each grid point's sweep_of entry (its point and the axes): all the phase diagram reads, and
-    all the report shows as its parameters. Any other config change reaches it through the
-    comparison tables it reads."""
+    """Each grid point's place in the sweep (its point and the axes): all the sweep's table reads
+    from the config. Any other config change reaches it through the comparison tables it reads.
+    """
     return {
-        r: {"sweep_of": config["regimes"][r]["sweep_of"]}
+        r: {"sweep_of": job_config(config["regimes"][r])["sweep_of"]}
         for r in SWEEPS[wildcards.base]
     }
+
+
+def figure_outputs(kinds):
+    """A figures job's outputs: {kind}_png (in the report) and {kind}_pdf for each kind."""
+    out = {}
+    for kind in kinds:
+        out[f"{kind}_png"] = report(
+            f"{RESULTS}/figures/{{regime}}_{kind}.png",
+            caption=f"../report/figure_{kind}.rst",
+            category="{regime}",
+            subcategory="figures",
+            labels={"regime": "{regime}", "figure": kind},
+        )
+        out[f"{kind}_pdf"] = f"{RESULTS}/figures/{{regime}}_{kind}.pdf"
+    return out
+
+
+def draws_point_figures(regime):
+    """False for the grid points of a sweep whose point figures are off (sweeps.POINT_FIGURES_MAX)."""
+    return config["regimes"][regime].get("sweep_of", {}).get("point_figures", True)
 
 
 def summary_inputs(wildcards):
@@ -243,15 +261,16 @@ def all_outputs(target="default"):
 def all_figures(target="default"):
     regimes = TARGETS[target]
     bases = [b for b in SWEEPS if SWEEPS[b][0] in regimes]
+    drawn = [r for r in regimes if draws_point_figures(r)]
     per_regime = expand(
         f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=regimes,
+        regime=drawn,
         kind=FIGURE_KINDS,
         ext=["png", "pdf"],
     )
     brute = expand(
         f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=[r for r in regimes if r in BRUTE_FORCE],
+        regime=[r for r in drawn if r in BRUTE_FORCE],
         kind=BRUTE_KINDS,
         ext=["png", "pdf"],
     )
