@@ -261,7 +261,7 @@ def run_sgd(
     ds.attrs["failure"] = failure  # why the regime failed ('' when it did not)
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     if finished is not None:
         finished.keep(out)
     if ckpt is not None:
@@ -423,7 +423,7 @@ def run_brute_force(regime: str, cfg: dict, data_path: str, sgd_path: str, out: 
     )
     ds.attrs["algorithm"] = cfg["algorithm"]["name"]
     ds.attrs["clock"] = CLOCKS[cfg["algorithm"]["name"]]
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
 
 
 ALGORITHM_TITLES = {
@@ -594,7 +594,7 @@ def run_flow_stage(
     ds["tau_offset"].attrs.update(long_name="flow time since the flow's start (SGD's last iterate)")
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     if ckpt is not None:
         ckpt.clear()
 
@@ -648,7 +648,7 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: no flow ({NO_FLOW_REASON})")
     ds.attrs["tau_start"] = 0.0
     ds.attrs["flow"] = NO_FLOW_REASON
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     log.info("%s: %s; flow.nc holds GD's last iterate", regime, NO_FLOW_REASON)
 
 
