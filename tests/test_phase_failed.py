@@ -26,6 +26,7 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
 
     def save(fig, png, pdf):
         texts.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        texts.extend(ax.get_title() for ax in fig.axes)
         real_save(fig, png, pdf)
 
     monkeypatch.setattr(figures, "_save", save)
@@ -42,3 +43,6 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
     figures.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert texts.count("failed") == 3  # one cell in each of the three panels
+    # the one point that ran reached the Theorem 2 minimum: its F − F* is round-off, and said so
+    assert abs(table["gap"].iloc[0]) <= table["gap_floor"].iloc[0]
+    assert any("0 to round-off everywhere" in t for t in texts)

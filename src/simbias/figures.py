@@ -631,9 +631,15 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
             annot = grid.fillna(0).round().astype(int) if fmt == "d" else grid
             lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
             scale = max(abs(lo), abs(hi), 1e-300)
-            if hi - lo <= 1e-6 * scale:  # equal up to round-off: one colour, not amplified noise
+            # F − F* within round-off of 0 at every point that ran (the Theorem 2 minimum reached)
+            g = table["gap"].dropna()
+            roundoff = col == "gap" and g.size > 0 and bool((g.abs() <= table["gap_floor"][g.index]).all())
+            if hi - lo <= 1e-6 * scale or roundoff:  # equal up to round-off: one colour, not amplified noise
                 same = "the same at every grid point" if hi == lo else "equal across the grid to 1e-6"
                 lo, hi = lo - scale, hi + scale
+                if roundoff:  # the colour scale spans the round-off band: one colour
+                    same = f"0 to round-off everywhere: |F − F*| ≤ {GAP_FLOOR_REL:g}·F*"
+                    lo, hi = -float(table["gap_floor"].max()), float(table["gap_floor"].max())
                 title += f"\n({same})"
             sns.heatmap(
                 grid,

@@ -1031,6 +1031,8 @@ def sweep_table(csv_paths: list[str], cfgs: dict[str, dict], out: str) -> None:
                 "rank_flow": analysis.lower_median(df.loc[ok, "feature_rank_flow_end"]),
                 "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
                 "gap_is_F": not gap.notna().any(),
+                # round-off of F − F*: the figures' floor (figures.GAP_FLOOR_REL) times F*
+                "gap_floor": 1e-12 * df.loc[ok, "sharpness_star"].median() if gap.notna().any() else np.nan,
             }
         )
     with storage.atomic_path(out) as tmp:
@@ -1042,6 +1044,7 @@ SWEEP_TABLE_COLUMNS = (
     "regime",
     "sgd_diverged",
     "sharpness_gap",
+    "sharpness_star",
     "sharpness_flow_end",
     "feature_rank_sgd_end",
     "feature_rank_flow_end",
