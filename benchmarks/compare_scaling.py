@@ -2,8 +2,8 @@
 SciPy's linkage per (replica, record).
 
 Set-up (not timed, in ``--workdir``): fig1a's regime (m, d, n = 10, 3, 3, η = 0.05, σ = 0.03, data
-seed 6) with ``--replicas`` replicas: data.nc and ``--steps`` SGD steps for every replica (80
-records), then the flow for the first 32 replicas, tiled to all replicas (the comparison's cost
+seed 6) with ``--replicas`` replicas: data.nc and ``--steps`` SGD steps for every replica (73
+records at 2·10⁴ steps), then the flow (80 records) for the first 32 replicas, tiled to all replicas (the comparison's cost
 does not depend on which replica a flow belongs to; only its numbers would). Timed, one after the
 other in this process:
 
