@@ -83,6 +83,41 @@ def test_bitwise_numba_equals_numpy_reference_2000_steps(size, dtype):
     assert kernels_cpu.choose(len(sub), m, d, n, 1, exact=True)[0] == "loops"
 
 
+@pytest.mark.parametrize("size", ["fig1a", "fig1b"])
+def test_bitwise_per_replica_eta_sigma_equals_scalar_runs(size):
+    """A (η, σ) grid in one call (one value per replica, σ = 0 among them) gives, replica for
+    replica, the bits of separate calls with scalar η and σ: the reference, and the numba
+    kernels as chosen for the batch (lanes at fig1a, BLAS at fig1b) and for the groups."""
+    m, d, n, eta0, sigma0, high = SIZES[size]
+    grid = [(eta0, sigma0), (eta0 / 2, sigma0), (eta0, 0.0), (eta0 / 3, 2 * sigma0)]
+    per = 8  # replicas per grid point: 32 in all, enough for the lane kernel on 2 threads
+    R = per * len(grid)
+    X, y, w, theta0 = problem(m, d, n, R, high)
+    eta = np.repeat([g[0] for g in grid], per)
+    sigma = np.repeat([g[1] for g in grid], per)
+    rid = np.arange(R)
+    if size == "fig1a":
+        assert kernels_cpu.choose(R, m, d, n, 2)[0] == "lanes"
+    for fn in (sgd.advance, kernels_cpu.advance):
+        whole = segments(fn, theta0, X, y, w, eta, sigma, rid, 7, [300, 517])
+        assert whole[1].all()
+        for g, (e, sg) in enumerate(grid):
+            sl = slice(g * per, (g + 1) * per)
+            part = segments(fn, theta0[sl], X, y, w, e, sg, rid[sl], 7, [300, 517])
+            for a, b in zip(part, whole, strict=True):
+                np.testing.assert_array_equal(a, b[sl])
+        # σ = 0 is GD: its replicas do not depend on the seed's noise at all
+        sl = slice(2 * per, 3 * per)
+        gd = segments(fn, theta0[sl], X, y, w, eta0, 0.0, rid[sl] + 1000, 7, [517])
+        np.testing.assert_array_equal(gd[0], whole[0][sl])
+    ref = segments(sgd.advance, theta0, X, y, w, eta, sigma, rid, 7, [517])
+    fast = segments(kernels_cpu.advance, theta0, X, y, w, eta, sigma, rid, 7, [517])
+    if size == "fig1a":
+        np.testing.assert_array_equal(fast[0], ref[0])
+    else:
+        np.testing.assert_allclose(fast[0], ref[0], rtol=0, atol=1e-12 * np.abs(ref[0]).max())
+
+
 def test_blas_kernel_within_tolerance_of_reference():
     """fig1b's default kernel (BLAS matrix products, another summation order): within 1e-12
     of the reference's θ (relative to max |θ|) after 2000 noisy steps; divergence identical."""

@@ -23,9 +23,10 @@ def weights(kind, m, rng):
     return w * np.where(np.arange(m) % 3 == 0, -1, 1) if kind == "mixed-sign" else w
 
 
+@pytest.mark.parametrize("integrator", ["cvode", "bdf"])
 @pytest.mark.parametrize("k,nu,wkind", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_flow_reaches_theorem2_point(k, nu, wkind, seed):
+def test_flow_reaches_theorem2_point(k, nu, wkind, seed, integrator):
     rng = np.random.default_rng(100 + seed)
     act = OddPower(k, nu)
     m, d, n = 6, 4, 3
@@ -36,8 +37,20 @@ def test_flow_reaches_theorem2_point(k, nu, wkind, seed):
     zs = theory.target_z(act, y, w)
     Fs = theory.min_sharpness(act, zs, X, w)
     res = flow.run_flow(
-        act, theta0, X, y, w, tol=1e-10, tau_max=1e6, records=60, eps=1e-6, z_star=zs, F_star=Fs
+        act,
+        theta0,
+        X,
+        y,
+        w,
+        tol=1e-10,
+        tau_max=1e6,
+        records=60,
+        eps=1e-6,
+        z_star=zs,
+        F_star=Fs,
+        integrator=integrator,
     )
+    assert res.integrator == integrator
     assert res.status == "converged", res.notes
     assert np.max(np.abs(res.theta_end @ X.T - zs)) <= 1e-6
     ok = np.isfinite(res.loss)
@@ -88,7 +101,8 @@ def test_badly_conditioned_data_converges():
     assert np.max(np.abs(res.theta_end @ X.T - zs)) <= 1e-6
 
 
-def test_stall_is_never_reported_as_convergence():
+@pytest.mark.parametrize("integrator", ["cvode", "bdf"])
+def test_stall_is_never_reported_as_convergence(integrator):
     """ν = 0: start with every z_j2 ≈ 0 while y_2 ≠ 0. Since φ'(0) = 0 the
     flow sits at a near-stationary point with F well above F*; it must be flagged, not converged."""
     rng = np.random.default_rng(3)
@@ -102,7 +116,7 @@ def test_stall_is_never_reported_as_convergence():
     y = np.array([model.outputs(np, act, theta[None] @ X.T, w)[0][0], 0.3])
     zs = theory.target_z(act, y, w)
     Fs = theory.min_sharpness(act, zs, X, w)
-    res = flow.run_flow(act, theta, X, y, w, tau_max=1e4, z_star=zs, F_star=Fs)
+    res = flow.run_flow(act, theta, X, y, w, tau_max=1e4, z_star=zs, F_star=Fs, integrator=integrator)
     assert res.status == "stalled_near_zero_preactivation", (res.status, res.notes)
     assert res.grad_norm_end < 1e-6  # near-stationary ...
     F_end = model.sharpness(np, act, res.theta_end[None], X, w)[0]

@@ -4,13 +4,14 @@ Each replica continues from SGD's last iterate:
 
 1. Newton (Gauss–Newton) retraction onto M; if Newton cannot start or does not
    converge, gradient flow on L first (Lemma 11), then Newton.
-2. The flow, integrated with SciPy's BDF (implicit, variable order and step,
-   error-controlled): the early phase is fast and the late phase slow (the slowest
-   rate is set by μ = λ_min(XXᵀ), Theorem 3), so the step grows by orders of
-   magnitude. It runs in the reduced coordinates of :mod:`simbias.flow_field`
-   (m × rank X unknowns) with an analytic Jacobian and Woodbury solves
-   (docs/performance.md; docs/math.md, "The flow on M"). At every record time the iterate is retracted onto M
-   (Newton) before it is stored, so the recorded loss stays at round-off.
+2. The flow, integrated by BDF (implicit, variable order and step, error-controlled):
+   the early phase is fast and the late phase slow (the slowest rate is set by
+   μ = λ_min(XXᵀ), Theorem 3), so the step grows by orders of magnitude. It runs in
+   the reduced coordinates of :mod:`simbias.flow_field` (m × rank X unknowns) with an
+   analytic Jacobian: SUNDIALS CVODE with dense solves for small systems, SciPy's BDF
+   with Woodbury solves for large ones (docs/performance.md; docs/math.md, "The flow
+   on M"). At every record time the iterate is retracted onto M (Newton) before it is
+   stored, so the recorded loss stays at round-off.
 3. Stop once ‖∇_M F‖ ≤ tol, or when the τ budget is spent.
 
 :func:`run_flows` runs the replicas in worker processes, stops at once on Ctrl-C or
@@ -58,6 +59,7 @@ class FlowResult:
     status: str
     nfev: int = 0
     notes: list[str] = field(default_factory=list)
+    integrator: str = ""  # "cvode" | "bdf" (run_flow), "dense" (flow_reference)
 
 
 def retract(act, theta: np.ndarray, X, y, w, tol: float = 1e-13) -> tuple[np.ndarray, str]:
@@ -151,6 +153,76 @@ def _verdict(act, theta: np.ndarray, X, w, status: str, z_star, F_star) -> tuple
     return status, notes
 
 
+CVODE_MAX_UNKNOWNS = 160
+"""Largest m·rank(X) for which ``integrator="auto"`` picks CVODE with a dense Jacobian;
+above it the dense LU, O((m·r)³), costs more than SciPy's per-step overhead that CVODE
+saves, and StructuredBDF's Woodbury solves win (measured: docs/performance.md)."""
+
+INTEGRATORS = ("auto", "cvode", "bdf")
+STOP_SLACK = 1.01
+"""At a crossing of tol the state is retracted onto M; ‖∇_M F‖ ≤ STOP_SLACK·tol there is
+converged (the 1 % absorbs the root-finding and the retraction)."""
+CVODE_TOL_SCALE = 0.01
+"""CVODE runs at rtol and atol times this. Its error test is looser than SciPy's BDF at the
+same tolerances: against a tight reference (rtol = 1e-11) CVODE at rtol = 1e-8 reached
+‖∇_M F‖ = 1e-10 up to 2.6× late in τ, its records' ‖∇_M F‖ off by up to 27 %; at 1e-10 it
+is within 4 % and 0.2 %, closer than SciPy's BDF at 1e-8 (docs/performance.md)."""
+
+
+def choose_integrator(unknowns: int, integrator: str = "auto") -> str:
+    """``"cvode"`` or ``"bdf"`` for a flow of ``unknowns`` = m·rank(X) reduced coordinates."""
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"flow integrator must be one of {INTEGRATORS}, not {integrator!r}")
+    if integrator == "auto":
+        return "cvode" if unknowns <= CVODE_MAX_UNKNOWNS else "bdf"
+    return integrator
+
+
+@dataclass
+class _Replica:
+    """One replica's flow in reduced coordinates: what both integrator drivers share."""
+
+    act: object
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    red: flow_field.Reduction
+    perp: np.ndarray  # θ^⊥, never moves
+    prob: flow_field.Problem
+    offsets: np.ndarray
+    rec: dict[str, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.w.size, self.red.r)
+
+    def gnorm(self, a: np.ndarray) -> float:
+        return self.prob.grad_norm(a.reshape(self.shape))
+
+    def on_m(self, a: np.ndarray) -> np.ndarray:
+        """Newton retraction onto M (in reduced coordinates)."""
+        th, _ = model.newton_retract(np, self.act, a.reshape((1,) + self.shape), self.red.B, self.y, self.w)
+        return th[0]
+
+    def store(self, i: int, a: np.ndarray) -> None:
+        th = self.red.expand(a, self.perp)
+        self.rec["theta"][i] = th
+        self.rec["loss"][i] = float(model.loss(np, self.act, th[None], self.X, self.y, self.w)[0])
+        self.rec["sharpness"][i] = float(model.sharpness(np, self.act, th[None], self.X, self.w)[0])
+        self.rec["grad_norm"][i] = self.gnorm(a)
+
+
+@dataclass
+class _End:
+    """Where a driver stopped: the state (on M), its offset, the status, τ_ε, f-evaluations."""
+
+    A: np.ndarray
+    tau: float
+    status: str
+    tau_eps: float | None
+    nfev: int
+
+
 def run_flow(
     act,
     theta_start: np.ndarray,
@@ -166,48 +238,143 @@ def run_flow(
     F_star: float | None = None,
     rtol: float = 1e-8,
     atol: float = 1e-11,
+    integrator: str = "auto",
 ) -> FlowResult:
     """Integrate one replica's flow from SGD's last iterate (shape (m, d)).
 
-    One BDF run (:class:`simbias.flow_field.StructuredBDF`) in the reduced coordinates
-    of :mod:`simbias.flow_field`, with the analytic Jacobian and Woodbury solves. At each
-    record time the BDF's interpolant is retracted onto M (Newton) and stored; ‖∇_M F‖
-    is checked after every step, and its crossings of ``eps`` and ``tol`` are located on
-    the interpolant (Brent's method), as SciPy's events would.
+    In the reduced coordinates of :mod:`simbias.flow_field` (m × rank X unknowns), with
+    the analytic Jacobian, by one of two BDF integrators with the same tolerances
+    (``integrator``; ``"auto"`` chooses by size, :func:`choose_integrator`):
+
+    - ``"cvode"``: SUNDIALS CVODE (BDF, orders 1–5) through scikit-sundae, its step loop
+      compiled, with the dense analytic Jacobian: for small m·r, where SciPy's per-step
+      Python bookkeeping costs more than the arithmetic;
+    - ``"bdf"``: :class:`simbias.flow_field.StructuredBDF`, SciPy's BDF with Woodbury
+      solves, O(m·r³ + n³) per factorisation: for large m·r.
+
+    At each record time the integrator's interpolant is retracted onto M (Newton) and
+    stored. The crossings of ‖∇_M F‖ through ``eps`` and ``tol`` are located on the
+    interpolant (CVODE's root finding; Brent's method for SciPy's BDF).
     """
     offsets, rec, theta, how, failed = start(act, theta_start, X, y, w, tau_max, records)
     if failed is not None:
         return failed
-    T = offsets.size
     red = flow_field.Reduction.of(X)
     A0, perp = red.reduce(theta)
-    B, ared = red.B, A0.shape
-    prob = flow_field.Problem(act, B, y, w)
+    rp = _Replica(act, X, y, w, red, perp, flow_field.Problem(act, red.B, y, w), offsets, rec)
+    which = choose_integrator(A0.size, integrator)
+    g = rp.gnorm(A0)
+    rp.store(0, A0)
+    # tau_eps: the offset after which ‖∇_M F‖ ≤ eps held (None while it is above eps)
+    tau_eps: float | None = 0.0 if g <= eps else None
+    if g <= tol:
+        end = _End(A0, 0.0, "converged", tau_eps, 0)
+    elif which == "cvode":
+        end = _drive_cvode(rp, A0, tol, eps, tau_eps, rtol, atol)
+    else:
+        end = _drive_bdf(rp, A0, g, tol, eps, tau_eps, rtol, atol)
+    res = finish(
+        act,
+        red.expand(end.A, perp),
+        X,
+        w,
+        offsets,
+        rec,
+        how,
+        end.status,
+        end.tau,
+        rp.gnorm(end.A),
+        end.tau_eps,
+        end.nfev,
+        eps,
+        z_star,
+        F_star,
+    )
+    res.integrator = which
+    return res
 
-    def gnorm(a: np.ndarray) -> float:
-        return prob.grad_norm(a.reshape(ared))
 
-    def on_m(a: np.ndarray) -> np.ndarray:
-        return model.newton_retract(np, act, a.reshape((1,) + ared), B, y, w)[0][0]
+def _drive_cvode(
+    rp: _Replica, A: np.ndarray, tol: float, eps: float, tau_eps, rtol: float, atol: float
+) -> _End:
+    """CVODE from A to ‖∇_M F‖ = tol or the last record: one call per record interval, stopping
+    at the roots of log(‖∇_M F‖/eps) (either way) and log(‖∇_M F‖/tol) (downwards)."""
+    from sksundae.cvode import CVODE
 
-    def store(i: int, a: np.ndarray) -> None:
-        th = red.expand(a, perp)
-        rec["theta"][i] = th
-        rec["loss"][i] = float(model.loss(np, act, th[None], X, y, w)[0])
-        rec["sharpness"][i] = float(model.sharpness(np, act, th[None], X, w)[0])
-        rec["grad_norm"][i] = gnorm(a)
+    shape, prob, offsets = rp.shape, rp.prob, rp.offsets
+    log_eps, log_tol = float(np.log(eps)), float(np.log(tol))
+
+    def rhs(t, v, out):
+        out[:] = prob.velocity(v.reshape(shape)).ravel()
+
+    def jac(t, v, vp, JJ):
+        JJ[:, :] = flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(shape))).dense()
+
+    def levels(t, v, out):
+        lg = np.log(prob.grad_norm(v.reshape(shape)))
+        out[0] = lg - log_eps
+        out[1] = lg - log_tol
+
+    levels.terminal = [False, False]  # every root returns from step(); we decide what stops
+    levels.direction = [0, -1]
+    solver = CVODE(
+        rhs,
+        method="BDF",
+        rtol=rtol * CVODE_TOL_SCALE,
+        atol=atol * CVODE_TOL_SCALE,
+        linsolver="dense",
+        jacfn=jac,
+        eventsfn=levels,
+        num_events=2,
+        max_num_steps=1_000_000,
+    )
+    solver.init_step(0.0, A.ravel())
+    T, i, seen = offsets.size, 0, 0
+    while True:
+        out = solver.step(offsets[i + 1], tstop=offsets[-1])
+        if not out.success:
+            log.warning("CVODE failed at τ = %.4g: %s", out.t, out.message)
+            return _End(rp.on_m(out.y), float(out.t), "integration_failed", tau_eps, out.nfev)
+        roots = out.i_events[seen:] if out.i_events is not None else ()
+        seen += len(roots)
+        for k in roots:
+            if k[0]:  # ‖∇_M F‖ crossed eps: down (−1) starts τ_ε, up (+1) cancels it
+                tau_eps = float(out.t) if k[0] < 0 else None
+            if k[1]:  # ‖∇_M F‖ fell to tol: stop here if it holds on M
+                A = rp.on_m(out.y)
+                if rp.gnorm(A) <= tol * STOP_SLACK:
+                    return _End(A, float(out.t), "converged", tau_eps, out.nfev)
+        if len(roots):
+            continue  # a root before the record: go on to the same record time
+        i += 1
+        A = rp.on_m(out.y)
+        rp.store(i, A)
+        # Off M by the integration error, ‖∇_M F‖ can read below tol where on M it is not
+        # (the root's test then fails) and stay there: a record on M below tol stops it.
+        if rp.rec["grad_norm"][i] <= tol:
+            return _End(A, float(out.t), "converged", tau_eps, out.nfev)
+        if i + 1 == T:
+            return _End(A, float(out.t), "tau_budget_exhausted", tau_eps, out.nfev)
+
+
+def _drive_bdf(
+    rp: _Replica, A: np.ndarray, g: float, tol: float, eps: float, tau_eps, rtol: float, atol: float
+) -> _End:
+    """StructuredBDF from A: ‖∇_M F‖ is checked after every step, its crossings of ``eps``
+    and ``tol`` located on the step's interpolant with Brent's method."""
+    shape, prob, offsets, T = rp.shape, rp.prob, rp.offsets, rp.offsets.size
 
     def fun(t, v):
-        return prob.velocity(v.reshape(ared)).ravel()
+        return prob.velocity(v.reshape(shape)).ravel()
 
     def jac(t, v):
-        return flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(ared)))
+        return flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(shape)))
 
     def crossing(sol, level: float, lo: float, hi: float) -> float:
         """Where ‖∇_M F‖ = level inside the step [lo, hi] (hi if it does not change sides there)."""
 
         def f(t: float) -> float:
-            return float(np.log(gnorm(sol(t)) / level))
+            return float(np.log(rp.gnorm(sol(t)) / level))
 
         if f(lo) * f(hi) > 0:
             return hi
@@ -217,64 +384,33 @@ def run_flow(
         """Store the records with offsets ≤ t from the step's interpolant, retracted onto M."""
         while i + 1 < T and offsets[i + 1] <= t:
             i += 1
-            store(i, on_m(sol(offsets[i])))
+            rp.store(i, rp.on_m(sol(offsets[i])))
         return i
 
-    A = A0
-    g = gnorm(A)
-    store(0, A)
-    # tau_eps: the offset after which ‖∇_M F‖ ≤ eps held (None while it is above eps)
-    tau_eps: float | None = 0.0 if g <= eps else None
-    tau_now, nfev, status, i = 0.0, 0, "tau_budget_exhausted", 0
-    if g <= tol:
-        status = "converged"
-    else:
-        bdf = flow_field.StructuredBDF(fun, 0.0, A.ravel(), offsets[-1], jac=jac, rtol=rtol, atol=atol)
-        while True:
-            bdf.step()
-            if bdf.status == "failed":
-                status = "integration_failed"
-                log.warning("BDF failed at τ = %.4g", bdf.t)
-                A, tau_now = on_m(bdf.y), float(bdf.t)  # the last accepted step
-                break
-            t0, t1 = bdf.t_old, bdf.t
-            g_new = gnorm(bdf.y)
-            crossed = (g_new <= eps) != (g <= eps)
-            recording = i + 1 < T and offsets[i + 1] <= t1
-            sol = bdf.dense_output() if (g_new <= tol or crossed or recording) else None
-            if crossed:
-                tau_eps = crossing(sol, eps, t0, t1) if g_new <= eps else None
-            g = g_new
-            if g_new <= tol:
-                t_stop = crossing(sol, tol, t0, t1)
-                i = store_until(i, t_stop, sol)
-                A = on_m(sol(t_stop))
-                if gnorm(A) <= tol * 1.01:  # met tol between records: stop here
-                    tau_now, status = t_stop, "converged"
-                    break
-            i = store_until(i, t1, sol)
-            if bdf.status == "finished":
-                A, tau_now = on_m(bdf.y), t1
-                break
-        nfev = bdf.nfev
-    g_end = gnorm(A)
-    return finish(
-        act,
-        red.expand(A, perp),
-        X,
-        w,
-        offsets,
-        rec,
-        how,
-        status,
-        tau_now,
-        g_end,
-        tau_eps,
-        nfev,
-        eps,
-        z_star,
-        F_star,
-    )
+    bdf = flow_field.StructuredBDF(fun, 0.0, A.ravel(), offsets[-1], jac=jac, rtol=rtol, atol=atol)
+    i = 0
+    while True:
+        bdf.step()
+        if bdf.status == "failed":
+            log.warning("BDF failed at τ = %.4g", bdf.t)
+            return _End(rp.on_m(bdf.y), float(bdf.t), "integration_failed", tau_eps, bdf.nfev)  # last step
+        t0, t1 = bdf.t_old, bdf.t
+        g_new = rp.gnorm(bdf.y)
+        crossed = (g_new <= eps) != (g <= eps)
+        recording = i + 1 < T and offsets[i + 1] <= t1
+        sol = bdf.dense_output() if (g_new <= tol or crossed or recording) else None
+        if crossed:
+            tau_eps = crossing(sol, eps, t0, t1) if g_new <= eps else None
+        g = g_new
+        if g_new <= tol:
+            t_stop = crossing(sol, tol, t0, t1)
+            i = store_until(i, t_stop, sol)
+            A = rp.on_m(sol(t_stop))
+            if rp.gnorm(A) <= tol * STOP_SLACK:  # met tol between records: stop here
+                return _End(A, t_stop, "converged", tau_eps, bdf.nfev)
+        i = store_until(i, t1, sol)
+        if bdf.status == "finished":
+            return _End(rp.on_m(bdf.y), t1, "tau_budget_exhausted", tau_eps, bdf.nfev)
 
 
 def _flow_task(args) -> tuple[int, FlowResult, float]:
@@ -314,10 +450,12 @@ def _sigterm_interrupts():
 
 
 def _warm_up(act) -> None:
-    """Load (or compile) the numba kernels once, before forking, so workers inherit them."""
+    """Load (or compile) the numba kernels and CVODE once, before forking, so workers inherit them."""
     if isinstance(act, OddPower):
         X = np.eye(2, 3)
-        run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), tol=1e-3, tau_max=1.0, records=2)
+        kw = dict(tol=1e-3, tau_max=1.0, records=2)
+        for integrator in ("cvode", "bdf"):
+            run_flow(act, np.full((2, 3), 0.5), X, np.ones(2), np.ones(2), integrator=integrator, **kw)
 
 
 def _one_blas_thread():

@@ -24,9 +24,9 @@ from .flow import FlowResult
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the integrator is saved
 _ARRAYS = ("tau", "theta", "loss", "sharpness", "grad_norm", "theta_end")
-_SCALARS = ("tau_end", "grad_norm_end", "tau_eps", "retraction", "status", "nfev", "notes")
+_SCALARS = ("tau_end", "grad_norm_end", "tau_eps", "retraction", "status", "nfev", "notes", "integrator")
 
 
 class FlowCheckpoint:

@@ -157,10 +157,12 @@ class FlowJacobian:
         self.compiled = bool(p.compiled)
 
     def dense(self) -> np.ndarray:
-        """The full (m·r, m·r) matrix (tests only)."""
-        from scipy.linalg import block_diag
-
-        return block_diag(*self.H) + self.U.reshape(self.m * self.r, self.n) @ self.Wt
+        """The full (m·r, m·r) matrix: for the dense solves of small systems (CVODE) and tests."""
+        m, r = self.m, self.r
+        J = self.U.reshape(m * r, self.n) @ self.Wt
+        idx = np.arange(m)
+        J.reshape(m, r, m, r)[idx, :, idx, :] += self.H  # the diagonal blocks H_j
+        return J
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         X = x.reshape(self.m, self.r)
@@ -231,6 +233,10 @@ class StructuredBDF(BDF):
     def __init__(self, fun, t0, y0, t_bound, *, jac, **kw):
         self._structured_jac = jac
         super().__init__(fun, t0, y0, t_bound, jac=jac, **kw)
+        # SciPy allocates the differences with np.empty and its first step subtracts row 2
+        # unset; garbage that is a signalling NaN raised 'invalid value' warnings now and then.
+        # Those rows are overwritten before they are used: zeros change nothing else.
+        self.D[2:] = 0.0
         self.J = self.jac(self.t, self.y)
 
         def lu(A: tuple[FlowJacobian, float]) -> ShiftedSolve:

@@ -101,6 +101,8 @@ def run_flow_dense(act, theta_start, X, y, w, *, tol=1e-10, tau_max=1e6, records
                 status = "converged"
         else:
             store(i, theta)
-    return finish(
+    res = finish(
         act, theta, X, w, offsets, rec, how, status, tau_now, gnorm(theta), tau_eps, nfev, eps, z_star, F_star
     )
+    res.integrator = "dense"
+    return res

@@ -7,7 +7,7 @@ pins this kernel to it bit for bit. The step (docs/math.md) is
     θ ← θ − 2η Jᵀ(f − y + ζ),   (Jᵀλ)_j = Σ_i λ_i w_j φ'(z_ji) x_i,   z_ji = θ_j · x_i,
     f_i = Σ_j w_j φ(z_ji),      φ(z) = z^p + νz,   φ'(z) = p z^(p−1) + ν   (p = 2k+1),
 
-with the label noise ζ = σ z drawn inside the kernel (:func:`_normal_pair`: the
+with the label noise ζ = σ z drawn inside the kernel (:func:`_lane_label_noise`: the
 counter-based stream of ``docs/noise_stream.md``, the same bits as
 :func:`simbias.noise.normals`; nothing drawn at σ = 0). A replica whose
 loss L = Σ_i (f_i − y_i)² before a step is non-finite or above ``loss_bound``
@@ -55,165 +55,165 @@ BLAS_MIN = 1024
 _U64 = np.uint64
 _MASK32 = np.uint64(noise.MASK32)
 _M0, _M1 = np.uint64(noise.PHILOX_M0), np.uint64(noise.PHILOX_M1)
-_W0, _W1 = np.uint64(noise.PHILOX_W0), np.uint64(noise.PHILOX_W1)
-_LOG_COEF = np.array(noise.LOG_COEF)
-_SIN_COEF = np.array(noise.SIN_COEF)
-_COS_COEF = np.array(noise.COS_COEF)
 
 
-@numba.njit(inline="always")
-def _horner(x, coef):
-    acc = coef[coef.shape[0] - 1]
-    for idx in range(coef.shape[0] - 2, -1, -1):
-        acc = coef[idx] + x * acc
-    return acc
+def _straight_line(name: str, args: str, body: list[str], result: str):
+    """An inline numba function from straight-line statements (loops written out, so that a
+    loop over lanes that calls it is innermost and vectorises)."""
+    src = f"def {name}({args}):\n" + "".join(f"    {line}\n" for line in body) + f"    return {result}\n"
+    ns = {"_MASK32": _MASK32, "_M0": _M0, "_M1": _M1, "_U64": _U64}
+    exec(compile(src, f"<simbias.kernels_cpu.{name}>", "exec"), ns)
+    return numba.njit(inline="always")(ns[name])
 
 
-@numba.njit(inline="always")
-def _normal_pair(key0, key1, j, k, r):
-    """Normals 2j and 2j+1 of step k of replica r (uint64 arguments): :func:`simbias.noise.normals`."""
-    c0, c1, c2, c3 = j, k & _MASK32, k >> _U64(32), r
-    k0, k1 = key0, key1
-    for rnd in range(noise.PHILOX_ROUNDS):
-        if rnd > 0:
-            k0 = (k0 + _W0) & _MASK32
-            k1 = (k1 + _W1) & _MASK32
-        p0 = c0 * _M0
-        p1 = c2 * _M1
-        c0, c1, c2, c3 = (p1 >> _U64(32)) ^ c1 ^ k0, p1 & _MASK32, (p0 >> _U64(32)) ^ c3 ^ k1, p0 & _MASK32
-    u = (np.float64(c0 >> _U64(5)) * 67108864.0 + np.float64(c1 >> _U64(6))) * noise.TWO_M53
-    t = (np.float64(c2 >> _U64(5)) * 67108864.0 + np.float64(c3 >> _U64(6))) * noise.TWO_M53
-    # log(1 − u): noise.log_unit
-    mant, ex = math.frexp(1.0 - u)
-    if mant < noise.SQRT_HALF:
-        mant = mant * 2.0
-        ex -= 1
-    e = np.float64(ex)
-    s = (mant - 1.0) / (mant + 1.0)
-    lm = 2.0 * s * _horner(s * s, _LOG_COEF)
-    rho = math.sqrt(-2.0 * (e * noise.LN2_HI + (e * noise.LN2_LO + lm)))
-    # sin and cos of 2πt: noise.sincos_2pi
-    v = t * 4.0
-    q = np.floor(v + 0.5)
-    x = (v - q) * noise.HALF_PI
-    x2 = x * x
-    sn = x * _horner(x2, _SIN_COEF)
-    cs = _horner(x2, _COS_COEF)
-    qm = np.int64(q) & 3
-    if qm == 1:
-        sn, cs = cs, -sn
-    elif qm == 2:
-        sn, cs = -sn, -cs
-    elif qm == 3:
-        sn, cs = -cs, sn
-    return rho * cs, rho * sn
+def _horner_src(coef) -> str:
+    """c0 + x(c1 + x(c2 + ...)): :func:`simbias.noise._horner`'s order of operations."""
+    expr = repr(float(coef[-1]))
+    for c in reversed(coef[:-1]):
+        expr = f"({float(c)!r} + x * {expr})"
+    return expr
 
 
-@numba.njit(inline="always")
-def _label_noise(ze, sigma, key0, key1, k, r):
-    """ζ_i = σ z_i (float64 product, rounded to ze's dtype) for step k of replica r, into ze (n,)."""
-    n = ze.shape[0]
-    for j in range((n + 1) // 2):
-        z0, z1 = _normal_pair(key0, key1, _U64(j), k, r)
-        ze[2 * j] = sigma * z0
-        if 2 * j + 1 < n:
-            ze[2 * j + 1] = sigma * z1
+_log_poly = _straight_line("_log_poly", "x", [], _horner_src(noise.LOG_COEF))
+_sin_poly = _straight_line("_sin_poly", "x", [], _horner_src(noise.SIN_COEF))
+_cos_poly = _straight_line("_cos_poly", "x", [], _horner_src(noise.COS_COEF))
+# Philox4x32 rounds (noise.philox4x32), the key bumped by the Weyl constants between rounds
+_W0_INT, _W1_INT = int(noise.PHILOX_W0), int(noise.PHILOX_W1)
+_philox = _straight_line(
+    "_philox",
+    "c0, c1, c2, c3, k0, k1",
+    [
+        line
+        for rnd in range(noise.PHILOX_ROUNDS)
+        for line in (
+            []
+            if rnd == 0
+            else [f"k0 = (k0 + _U64({_W0_INT})) & _MASK32", f"k1 = (k1 + _U64({_W1_INT})) & _MASK32"]
+        )
+        + [
+            "p0 = (c0 & _MASK32) * _M0",
+            "p1 = (c2 & _MASK32) * _M1",
+            "c0, c1, c2, c3 = (p1 >> _U64(32)) ^ c1 ^ k0, p1 & _MASK32, (p0 >> _U64(32)) ^ c3 ^ k1, p0 & _MASK32",
+        ]
+    ],
+    "c0, c1, c2, c3",
+)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def normals(key0, key1, replicas, k0, steps, n):
     """:func:`simbias.noise.normals` drawn by this module's inline generator, (steps, R, n) float64."""
     R = replicas.shape[0]
     out = np.empty((steps, R, n))
-    ze = np.empty(n)
-    for s in range(steps):
-        for b in range(R):
-            _label_noise(ze, 1.0, key0, key1, _U64(k0 + s), _U64(replicas[b]))
-            out[s, b] = ze
+    zc, kl, rl, sg = _chunk_scratch(n, np.float64)
+    for b in range(R):
+        for s0 in range(0, steps, CHUNK):
+            _chunk_noise(zc, 1.0, key0, key1, _U64(k0 + s0), _U64(replicas[b]), kl, rl, sg)
+            for s in range(s0, min(steps, s0 + CHUNK)):
+                out[s, b] = zc[:, s - s0]
     return out
 
 
-@numba.njit(inline="always")
-def _lane_label_noise(out, sigma, key0, key1, k, rl, c, f):
-    """ζ of step k for every lane (replica ids ``rl``, (B,) uint64) into out (n, B).
+_MAGIC = np.uint64(0x4330000000000000)  # the bits of 2⁵²: k | _MAGIC, read as float64, is 2⁵² + k
+_TWO52 = 4503599627370496.0
+_MANT = np.uint64((1 << 52) - 1)
+_HALF_EXP = np.uint64(1022 << 52)  # exponent bits of [0.5, 1)
 
-    :func:`_normal_pair`'s operations elementwise over lanes (loops over lanes innermost,
-    frexp from the bits), so LLVM vectorises them. Scratch: c (4, B) uint64, f (6, B) float64.
+
+@numba.njit(inline="always")
+def _exact_float(k):
+    """float64(k) for a uint64 k < 2⁵², by bits (so a loop of it vectorises without AVX-512)."""
+    return _U64(k | _MAGIC).view(np.float64) - _TWO52
+
+
+@numba.njit(inline="always")
+def _normal_pair(key0, key1, j, klo, khi, r):
+    """Normals 2j and 2j+1 of the step with counter words (klo, khi) of replica r.
+
+    :func:`simbias.noise.normals`' operations one for one (docs/noise_stream.md:
+    Philox4x32-10, 53-bit uniforms, log(1 − u) and sin/cos(2πt) from + − × ÷), all
+    uint64 arguments < 2³². Branch-free (frexp and the quadrant by bits and selects),
+    so that a loop of it over lanes vectorises.
+    """
+    c0, c1, c2, c3 = _philox(j, klo, khi, r, key0, key1)
+    u = (_exact_float(c0 >> _U64(5)) * 67108864.0 + _exact_float(c1 >> _U64(6))) * noise.TWO_M53
+    t = (_exact_float(c2 >> _U64(5)) * 67108864.0 + _exact_float(c3 >> _U64(6))) * noise.TWO_M53
+    # log(1 − u) (noise.log_unit): v = 1 − u in (0, 1] is m·2^e, m in [0.5, 1), by bits
+    vb = np.float64(1.0 - u).view(np.uint64)
+    m = _U64((vb & _MANT) | _HALF_EXP).view(np.float64)
+    e = _exact_float(vb >> _U64(52)) - 1022.0
+    low = m < noise.SQRT_HALF
+    m = m * 2.0 if low else m
+    e = e - 1.0 if low else e
+    sv = (m - 1.0) / (m + 1.0)
+    lm = 2.0 * sv * _log_poly(sv * sv)
+    rho = math.sqrt(-2.0 * (e * noise.LN2_HI + (e * noise.LN2_LO + lm)))
+    # sin and cos of 2πt (noise.sincos_2pi); the quadrant q in {0, .., 4} (4 is 0)
+    w4 = t * 4.0
+    q = np.floor(w4 + 0.5)
+    x = (w4 - q) * noise.HALF_PI
+    x2 = x * x
+    sn = x * _sin_poly(x2)
+    cs = _cos_poly(x2)
+    s_ = cs if q == 1.0 else (-sn if q == 2.0 else (-cs if q == 3.0 else sn))
+    c_ = -sn if q == 1.0 else (-cs if q == 2.0 else (sn if q == 3.0 else cs))
+    return rho * c_, rho * s_
+
+
+@numba.njit(inline="always")
+def _lane_label_noise(out, sg, key0, key1, kl, rl):
+    """ζ for B (step, replica) pairs at once: lane b is step ``kl[b]`` of replica ``rl[b]``
+    ((B,) uint64 each), ζ = ``sg[b]`` z (float64 product, rounded to out's dtype) into out (n, B).
+
+    A loop of :func:`_normal_pair` over lanes, which LLVM vectorises. The lanes are
+    replicas at one step (:func:`_lane_block`) or consecutive steps of one replica
+    (:func:`_chunk_noise`).
     """
     n, B = out.shape
-    klo, khi = k & _MASK32, k >> _U64(32)
-    c0, c1, c2, c3 = c[0], c[1], c[2], c[3]
-    v, t, m, e, acc, rho = f[0], f[1], f[2], f[3], f[4], f[5]
-    vbits = v.view(np.int64)
-    mbits = m.view(np.int64)
-    for j in range((n + 1) // 2):
+    for j in range(n // 2):
+        oe, oo = out[2 * j], out[2 * j + 1]
         for b in range(B):
-            c0[b] = _U64(j)
-            c1[b] = klo
-            c2[b] = khi
-            c3[b] = rl[b]
-        k0, k1 = key0, key1
-        for rnd in range(noise.PHILOX_ROUNDS):
-            if rnd > 0:
-                k0 = (k0 + _W0) & _MASK32
-                k1 = (k1 + _W1) & _MASK32
-            for b in range(B):
-                p0 = c0[b] * _M0
-                p1 = c2[b] * _M1
-                n0 = (p1 >> _U64(32)) ^ c1[b] ^ k0
-                n2 = (p0 >> _U64(32)) ^ c3[b] ^ k1
-                c0[b] = n0
-                c1[b] = p1 & _MASK32
-                c2[b] = n2
-                c3[b] = p0 & _MASK32
+            k = kl[b]
+            z0, z1 = _normal_pair(key0, key1, _U64(j), k & _MASK32, k >> _U64(32), rl[b])
+            oe[b] = sg[b] * z0
+            oo[b] = sg[b] * z1
+    if n % 2 == 1:
+        oe = out[n - 1]
         for b in range(B):
-            u = (np.float64(c0[b] >> _U64(5)) * 67108864.0 + np.float64(c1[b] >> _U64(6))) * noise.TWO_M53
-            v[b] = 1.0 - u
-            t[b] = (np.float64(c2[b] >> _U64(5)) * 67108864.0 + np.float64(c3[b] >> _U64(6))) * noise.TWO_M53
-        for b in range(B):  # frexp of the normal v in (0, 1], from its bits
-            bits = vbits[b]
-            ex = ((bits >> 52) & 0x7FF) - 1022
-            mbits[b] = (bits & ~(0x7FF << 52)) | (1022 << 52)
-            low = m[b] < noise.SQRT_HALF
-            m[b] = m[b] * 2.0 if low else m[b]
-            e[b] = np.float64(ex - 1 if low else ex)
-        for b in range(B):
-            sb = (m[b] - 1.0) / (m[b] + 1.0)
-            m[b] = sb  # m now holds s
-            acc[b] = _LOG_COEF[_LOG_COEF.shape[0] - 1]
-        for idx in range(_LOG_COEF.shape[0] - 2, -1, -1):
-            cf = _LOG_COEF[idx]
-            for b in range(B):
-                acc[b] = cf + (m[b] * m[b]) * acc[b]
-        for b in range(B):
-            lm = 2.0 * m[b] * acc[b]
-            rho[b] = math.sqrt(-2.0 * (e[b] * noise.LN2_HI + (e[b] * noise.LN2_LO + lm)))
-        # sin and cos of 2πt: q in e, x in m, the sine's Horner sum in acc, the cosine's in v
-        for b in range(B):
-            w4 = t[b] * 4.0
-            q = np.floor(w4 + 0.5)
-            e[b] = q
-            m[b] = (w4 - q) * noise.HALF_PI
-            acc[b] = _SIN_COEF[_SIN_COEF.shape[0] - 1]
-            v[b] = _COS_COEF[_COS_COEF.shape[0] - 1]
-        for idx in range(_SIN_COEF.shape[0] - 2, -1, -1):
-            cf = _SIN_COEF[idx]
-            for b in range(B):
-                acc[b] = cf + (m[b] * m[b]) * acc[b]
-        for idx in range(_COS_COEF.shape[0] - 2, -1, -1):
-            cf = _COS_COEF[idx]
-            for b in range(B):
-                v[b] = cf + (m[b] * m[b]) * v[b]
-        oe = out[2 * j]
-        for b in range(B):
-            sn = m[b] * acc[b]
-            cs = v[b]
-            qm = np.int64(e[b]) & 3
-            s_ = sn if qm == 0 else (cs if qm == 1 else (-sn if qm == 2 else -cs))
-            c_ = cs if qm == 0 else (-sn if qm == 1 else (-cs if qm == 2 else sn))
-            oe[b] = sigma * (rho[b] * c_)
-            if 2 * j + 1 < n:
-                out[2 * j + 1, b] = sigma * (rho[b] * s_)
+            k = kl[b]
+            z0, _ = _normal_pair(key0, key1, _U64(n // 2), k & _MASK32, k >> _U64(32), rl[b])
+            oe[b] = sg[b] * z0
+
+
+CHUNK = 32  # steps of one replica whose noise :func:`_chunk_noise` draws at once (SIMD lanes)
+
+
+@numba.njit(inline="always")
+def _chunk_noise(zc, sigma, key0, key1, k, r, kl, rl, sg):
+    """ζ of steps k .. k+C−1 of replica r into zc (n, C): :func:`_lane_label_noise` with the
+    steps in the lanes. Scratch: kl, rl (C,) uint64, sg (C,) float64."""
+    for b in range(zc.shape[1]):
+        kl[b] = k + _U64(b)
+        rl[b] = r
+        sg[b] = sigma
+    _lane_label_noise(zc, sg, key0, key1, kl, rl)
+
+
+@numba.njit(inline="always")
+def _chunk_scratch(n, dt):
+    """Scratch of :func:`_next_noise`: ζ of CHUNK steps (n, CHUNK) and the lane buffers."""
+    zc = np.empty((n, CHUNK), dtype=dt)
+    return zc, np.empty(CHUNK, dtype=np.uint64), np.empty(CHUNK, dtype=np.uint64), np.empty(CHUNK)
+
+
+@numba.njit(inline="always")
+def _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg):
+    """ζ of step k0+s of replica r into ze (n,), drawn CHUNK steps at a time into zc."""
+    c = s % CHUNK
+    if c == 0:
+        _chunk_noise(zc, sigma, key0, key1, _U64(k0 + s), r, kl, rl, sg)
+    for i in range(ze.shape[0]):
+        ze[i] = zc[i, c]
 
 
 @numba.njit(inline="always")
@@ -237,91 +237,76 @@ def _residuals(f, y, ze, noisy, lam):
     return loss
 
 
-@numba.njit(cache=True, nogil=True)
-def _replica_steps(
-    th,
-    X,
-    XT,
-    y,
-    w,
-    two_eta,
-    sigma,
-    key0,
-    key1,
-    r,
-    k0,
-    steps,
-    loss_bound,
-    half,
-    pf,
-    nu,
-    zero,
-    Z,
-    D,
-    f,
-    lam,
-    g,
-    ze,
-):
+@numba.njit(inline="always")
+def _combine_rows(out, A, c):
+    """out = Σ_k c_k A_k (rows of A, k in order, from 0.0), elementwise over out's unit-stride axis."""
+    out[:] = 0.0
+    for k in range(A.shape[0]):
+        ck = c[k]
+        Ak = A[k]
+        for j in range(out.shape[0]):
+            out[j] += Ak[j] * ck
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _replica_steps(th, X, XT, y, w, two_eta, sigma, key0, key1, r, k0, steps, loss_bound, half, pf, nu):
     """Run ``steps`` steps (k0, k0+1, ...) on replica r's θ (m, d), in place, its noise drawn inline.
 
-    Returns the step (within the segment) at which the replica was found
-    diverged, or -1. Scratch: Z, D (m, n), f, lam, ze (n,), g (d,).
+    θ is held transposed, (d, m), so that every loop over neurons is innermost and unit
+    stride (vectorised); each sum runs in the reference's order (Z over features, f over
+    neurons, Jᵀλ over samples). Returns the step (within the segment) at which the
+    replica was found diverged, or -1.
     """
     m, d = th.shape
     n = X.shape[0]
+    dt = th.dtype
     noisy = sigma != 0.0
-    dot = d <= 8  # short sums: reductions; long ones: axpy loops (same order of operations)
+    tT = np.ascontiguousarray(th.T)
+    Z = np.empty((n, m), dtype=dt)  # then D_ji λ_i
+    D = np.empty((n, m), dtype=dt)
+    g = np.empty(m, dtype=dt)
+    f = np.empty(n, dtype=dt)
+    lam = np.empty(n, dtype=dt)
+    ze = np.zeros(n, dtype=dt)
+    zc, kl, rl, sg = _chunk_scratch(n, dt)
+    out = -1
     for s in range(steps):
-        # z_ji = θ_j · x_i,  f_i = Σ_j w_j φ(z_ji),  D_ji = w_j φ'(z_ji)
+        # z_ji = θ_j · x_i (over k in order),  f_i = Σ_j w_j φ(z_ji) (j in order),  D_ji = w_j φ'(z_ji)
         for i in range(n):
-            f[i] = 0.0
-        for j in range(m):
-            if dot:
-                for i in range(n):
-                    acc = zero
-                    for k in range(d):
-                        acc += th[j, k] * X[i, k]
-                    Z[j, i] = acc
-            else:
-                for i in range(n):
-                    Z[j, i] = 0.0
-                for k in range(d):
-                    t = th[j, k]
-                    for i in range(n):
-                        Z[j, i] += t * XT[k, i]
-            wj = w[j]
-            for i in range(n):
-                phi, dphi = _phi_terms(Z[j, i], half, pf, nu)
-                f[i] += wj * phi
-                D[j, i] = wj * dphi
+            Zi = Z[i]
+            _combine_rows(Zi, tT, X[i])
+            Di = D[i]
+            for j in range(m):
+                phi, dphi = _phi_terms(Zi[j], half, pf, nu)
+                Zi[j] = w[j] * phi
+                Di[j] = w[j] * dphi
+            fi = Zi[0]
+            for j in range(1, m):
+                fi += Zi[j]
+            f[i] = fi
         # λ = f − y + ζ; stop before the step if L = Σ (f − y)² is not ≤ the bound (NaN too)
         if noisy:
-            _label_noise(ze, sigma, key0, key1, _U64(k0 + s), r)
+            _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg)
         loss = _residuals(f, y, ze, noisy, lam)
         if not (loss <= loss_bound):
-            return s
-        # θ_j ← θ_j − 2η Σ_i (D_ji λ_i) x_i
-        for j in range(m):
-            if dot:
-                for k in range(d):
-                    acc = zero
-                    for i in range(n):
-                        acc += (D[j, i] * lam[i]) * X[i, k]
-                    th[j, k] -= two_eta * acc
-            else:
-                for k in range(d):
-                    g[k] = 0.0
-                for i in range(n):
-                    c = D[j, i] * lam[i]
-                    for k in range(d):
-                        g[k] += c * X[i, k]
-                for k in range(d):
-                    th[j, k] -= two_eta * g[k]
-    return -1
+            out = s
+            break
+        # θ_j ← θ_j − 2η Σ_i (D_ji λ_i) x_i  (i in order)
+        for i in range(n):
+            Di = D[i]
+            li = lam[i]
+            for j in range(m):
+                Di[j] = Di[j] * li
+        for k in range(d):
+            _combine_rows(g, D, XT[k])
+            tk = tT[k]
+            for j in range(m):
+                tk[j] -= two_eta * g[j]
+    th[:, :] = tT.T
+    return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _replica_steps_blas(
     th, X, XT, y, w, two_eta, sigma, key0, key1, r, k0, steps, loss_bound, half, pf, nu, D, f, lam, ze
 ):
@@ -329,6 +314,7 @@ def _replica_steps_blas(
     m, d = th.shape
     n = X.shape[0]
     noisy = sigma != 0.0
+    zc, kl, rl, sg = _chunk_scratch(n, ze.dtype)
     for s in range(steps):
         Z = np.dot(th, XT)
         for i in range(n):
@@ -340,7 +326,7 @@ def _replica_steps_blas(
                 f[i] += wj * phi
                 D[j, i] = wj * dphi
         if noisy:
-            _label_noise(ze, sigma, key0, key1, _U64(k0 + s), r)
+            _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg)
         loss = _residuals(f, y, ze, noisy, lam)
         if not (loss <= loss_bound):
             return s
@@ -355,7 +341,7 @@ def _replica_steps_blas(
 
 
 # fmt: off
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _lane_block(
     theta, X, y, w, two_eta, sigma, key0, key1, rids, steps,
     alive, loss_bound, half, pf, nu, k0, diverged_step, r0, B,
@@ -372,7 +358,6 @@ def _lane_block(
     n = X.shape[0]
     nb = min(B, R - r0)
     dt = theta.dtype
-    noisy = sigma != 0.0
     th = np.zeros((m, d, B), dtype=dt)
     D = np.empty((m, n, B), dtype=dt)
     f = np.empty((n, B), dtype=dt)
@@ -381,10 +366,16 @@ def _lane_block(
     zq = np.empty(B, dtype=dt)
     zl = np.zeros((n, B), dtype=dt)
     rl = np.zeros(B, dtype=np.uint64)
+    kl = np.empty(B, dtype=np.uint64)
+    te = np.zeros(B, dtype=dt)  # 2η per lane
+    sg = np.zeros(B, dtype=np.float64)  # σ per lane
     for b in range(nb):
         rl[b] = rids[r0 + b]
-    cbuf = np.empty((4, B), dtype=np.uint64)
-    fbuf = np.empty((6, B), dtype=np.float64)
+        te[b] = two_eta[r0 + b]
+        sg[b] = sigma[r0 + b]
+    noisy = False
+    for b in range(nb):
+        noisy = noisy or (sg[b] != 0.0 and alive[r0 + b])
     loss = np.empty(B, dtype=np.float64)
     live = np.zeros(B, dtype=np.bool_)
     for b in range(nb):
@@ -427,12 +418,13 @@ def _lane_block(
                 loss[b] += res * res
                 li[b] = res
         if noisy:  # every lane draws (padding and frozen lanes too; never used)
-            _lane_label_noise(zl, sigma, key0, key1, _U64(k0 + s), rl, cbuf, fbuf)
+            kl[:] = _U64(k0 + s)
+            _lane_label_noise(zl, sg, key0, key1, kl, rl)
             for i in range(n):
                 li = lam[i]
                 zi = zl[i]
                 for b in range(B):
-                    li[b] += zi[b]
+                    li[b] = li[b] + zi[b] if sg[b] != 0.0 else li[b]
         for b in range(nb):
             if live[b] and not (loss[b] <= loss_bound):
                 live[b] = False
@@ -455,7 +447,7 @@ def _lane_block(
                         acc[b] += (Dji[b] * li[b]) * xik
                 t = th[j, k]
                 for b in range(B):
-                    t[b] -= two_eta * acc[b]
+                    t[b] -= te[b] * acc[b]
     for b in range(nb):
         if live[b]:
             for j in range(m):
@@ -467,7 +459,7 @@ LOOPS, BLAS, LANE_BLOCKS = 0, 1, 2  # kernel modes of _segment
 
 
 # fmt: off
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _segment(
     theta, X, y, w, two_eta, sigma, key0, key1, rids, steps,
     alive, loss_bound, half, pf, nu, k0, diverged_step, mode, B,
@@ -477,7 +469,7 @@ def _segment(
 
     mode LOOPS: :func:`_replica_steps`; BLAS: :func:`_replica_steps_blas`;
     LANE_BLOCKS: :func:`_lane_block` on blocks of B replicas. Replica b's noise is
-    stream ``rids[b]``.
+    stream ``rids[b]``; its 2η and σ are ``two_eta[b]`` and ``sigma[b]`` ((R,) arrays).
     """
     R, m, d = theta.shape
     n = X.shape[0]
@@ -490,7 +482,6 @@ def _segment(
             )  # fmt: skip
         return
     XT = np.ascontiguousarray(X.T)
-    zero = pf - pf
     for r in numba.prange(R):
         if not alive[r]:
             continue
@@ -501,16 +492,13 @@ def _segment(
         rid = _U64(rids[r])
         if mode == BLAS:
             s = _replica_steps_blas(
-                theta[r], X, XT, y, w, two_eta, sigma, key0, key1, rid, k0, steps, loss_bound,
+                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound,
                 half, pf, nu, D, f, lam, ze,
             )  # fmt: skip
         else:
-            Z = np.empty((m, n), dtype=theta.dtype)
-            g = np.empty(d, dtype=theta.dtype)
             s = _replica_steps(
-                theta[r], X, XT, y, w, two_eta, sigma, key0, key1, rid, k0, steps, loss_bound,
-                half, pf, nu, zero, Z, D, f, lam, g, ze,
-            )  # fmt: skip
+                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound, half, pf, nu
+            )
         if s >= 0:
             alive[r] = False
             diverged_step[r] = k0 + s
@@ -567,7 +555,7 @@ def choose(R: int, m: int, d: int, n: int, nthreads: int, exact: bool = False) -
 
 
 # fmt: off
-def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replicas, k0: int, steps: int,
+def advance(xp, act, theta, X, y, w, eta, sigma, seed: int, replicas, k0: int, steps: int,
             alive, loss_bound: float, diverged_step, exact: bool = False):
     # fmt: on
     """Drop-in for :func:`simbias.sgd.advance` on NumPy arrays and OddPower activations.
@@ -575,8 +563,9 @@ def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replic
     Runs ``steps`` steps θ ← θ − 2η Jᵀ(f − y + ζ) from step ``k0`` (float32 or float64:
     the dtype of ``theta``), the label noise ζ = σ z drawn inline from the stream of
     ``docs/noise_stream.md`` (nothing drawn at σ = 0), freezing replicas as the
-    reference does. ``exact`` keeps large models off BLAS (bit-identical to the
-    reference). Returns new (θ, alive); ``diverged_step`` (host int array) is updated in place.
+    reference does. ``eta`` and ``sigma`` are numbers or one per replica ((R,) arrays: one
+    segment can run a whole (η, σ) grid). ``exact`` keeps large models off BLAS (bit-identical
+    to the reference). Returns new (θ, alive); ``diverged_step`` (host int array) is updated in place.
     """
     dt = np.dtype(theta.dtype)
     if dt not in (np.float32, np.float64):
@@ -589,7 +578,9 @@ def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replic
     key0, key1 = noise.seed_key(seed)
     R, m, d = th.shape
     cast = dt.type
-    args = (th, Xc, yc, wc, cast(2.0 * eta), float(sigma), _U64(key0), _U64(key1), rids, int(steps), al)
+    two_eta = np.ascontiguousarray(np.broadcast_to(2.0 * np.asarray(eta, dtype=np.float64), (R,)).astype(dt))
+    sig = np.ascontiguousarray(np.broadcast_to(np.asarray(sigma, dtype=np.float64), (R,)))
+    args = (th, Xc, yc, wc, two_eta, sig, _U64(key0), _U64(key1), rids, int(steps), al)
     args += (float(loss_bound), (act.p - 1) // 2, cast(act.p), cast(act.nu), int(k0), ds)
     nt = threads()
     kind, B = choose(R, m, d, Xc.shape[0], nt, exact)

@@ -59,8 +59,8 @@ def label_noise_sgd(
     y: np.ndarray,
     w: np.ndarray,
     *,
-    eta: float,
-    sigma: float,
+    eta: float | np.ndarray,
+    sigma: float | np.ndarray,
     steps: int,
     record_steps: np.ndarray,
     seed: int,
@@ -78,7 +78,9 @@ def label_noise_sgd(
 
     A replica whose loss becomes non-finite or exceeds ``loss_bound`` is frozen
     and flagged; its later records are NaN. ``sigma = 0`` is plain GD. Once no
-    replica is left the loop stops early.
+    replica is left the loop stops early. ``eta`` and ``sigma`` are numbers or one
+    per replica ((R,) arrays), so one run can hold a whole (η, σ) grid; each replica's
+    clock is then its own τ = η_r²σ_r²k.
 
     ``checkpoint`` (a :class:`simbias.checkpoint.SGDCheckpoint`) saves the loop's
     whole state at segment ends when due; if it holds a state for this exact run,
@@ -170,8 +172,8 @@ def label_noise_sgd(
             X=to_numpy(X),
             y=to_numpy(y),
             w=to_numpy(w),
-            eta=float(eta),
-            sigma=float(sigma),
+            eta=_number_or_list(eta),
+            sigma=_number_or_list(sigma),
             steps=int(steps),
             record_steps=[int(r) for r in record_steps],
             seed=int(seed),
@@ -223,7 +225,7 @@ def label_noise_sgd(
             L = to_numpy(model.loss(xp, act, theta, Xd, yd, wd))
             progress(
                 f"step {k}/{steps} ({100 * k / max(steps, 1):.0f}%), "
-                f"tau={float(clock(k)):.4g}, "
+                f"tau={float(np.median(clock(k))):.4g}, "
                 f"median loss {np.nanmedian(L):.3e}, alive {int(alive_np.sum())}/{R}, "
                 f"{(k - k_start) * R / max(now - t0, 1e-9):.3g} replica-steps/s"
             )
@@ -238,6 +240,12 @@ def label_noise_sgd(
         diverged_step=diverged_step,
         kernel=kernel,
     )
+
+
+def _number_or_list(v):
+    """η or σ as the checkpoint records it: a float, or a list for one value per replica."""
+    a = np.asarray(v, dtype=float)
+    return float(a) if a.ndim == 0 else a.tolist()
 
 
 CPU_KERNELS = ("auto", "numba", "numpy")
@@ -320,7 +328,7 @@ NOISE_BLOCK = 1 << 18  # normals generated at once by the reference (memory boun
 
 
 # fmt: off
-def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replicas, k0: int, steps: int,
+def advance(xp, act, theta, X, y, w, eta, sigma, seed: int, replicas, k0: int, steps: int,
             alive, loss_bound: float, diverged_step):
     # fmt: on
     """Run ``steps`` label-noise SGD steps from step k0: θ ← θ − 2η Jᵀ(f − y + ζ).
@@ -329,21 +337,27 @@ def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replic
     every sum taken in a fixed order (Z over features, f over neurons, L and Jᵀλ over
     samples) so the compiled kernels reproduce it bit for bit. Replica b's noise is
     ζ = σ z from stream ``replicas[b]`` of :func:`simbias.noise.normals` (nothing is
-    drawn at σ = 0). A replica whose loss is non-finite or above ``loss_bound`` before
-    a step is frozen from that step on; ``diverged_step`` (host array) records the
-    step. Returns (θ, alive).
+    drawn at σ = 0). ``eta`` and ``sigma`` are numbers or one per replica ((R,) arrays;
+    2η is formed in float64 and rounded to θ's dtype). A replica whose loss is
+    non-finite or above ``loss_bound`` before a step is frozen from that step on;
+    ``diverged_step`` (host array) records the step. Returns (θ, alive).
     """
     R, m, d = theta.shape
     n = X.shape[0]
     dt = theta.dtype
-    two_eta = dt.type(2.0 * eta)
+    two_eta = xp.asarray(np.broadcast_to(2.0 * np.asarray(eta, dtype=np.float64), (R,)).astype(dt))
+    two_eta = two_eta[:, None, None]
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (R,))
+    noisy = sig != 0
+    some_noise, all_noise = bool(noisy.any()), bool(noisy.all())
+    sig_x, noisy_x = xp.asarray(sig)[:, None], xp.asarray(noisy)[:, None]
     block = max(1, NOISE_BLOCK // max(1, R * n))
     zeta = None
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging replica overflows: it is frozen
         for s in range(steps):
-            if sigma != 0 and s % block == 0:
+            if some_noise and s % block == 0:
                 z = noise.normals(xp, seed, replicas, k0 + s, min(block, steps - s), n)
-                zeta = (sigma * z).astype(dt)
+                zeta = (sig_x * z).astype(dt)
             Z = theta[:, :, 0, None] * X[:, 0]  # z_ji = Σ_k θ_jk x_ik, k in order
             for k in range(1, d):
                 Z = Z + theta[:, :, k, None] * X[:, k]
@@ -356,7 +370,12 @@ def advance(xp, act, theta, X, y, w, eta: float, sigma: float, seed: int, replic
             for i in range(1, n):
                 loss = loss + (res[:, i] * res[:, i]).astype(xp.float64)
             alive = freeze_diverged(xp, loss, alive, loss_bound, k0 + s, diverged_step)
-            lam = res + zeta[s % block] if sigma != 0 else res
+            if all_noise:
+                lam = res + zeta[s % block]
+            elif some_noise:  # σ = 0 replicas take λ = f − y exactly (no + 0)
+                lam = xp.where(noisy_x, res + zeta[s % block], res)
+            else:
+                lam = res
             c = (w[:, None] * dphi) * lam[:, None, :]  # D_ji λ_i
             g = c[:, :, 0, None] * X[0]  # (Jᵀλ)_jk = Σ_i D_ji λ_i x_ik, i in order
             for i in range(1, n):

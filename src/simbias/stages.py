@@ -489,12 +489,13 @@ def run_flow_stage(
             log.info("%s: replica %d diverged in SGD, no flow", regime, r)
             return
         log.info(
-            "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %d f-evals, %.2f s) %s",
+            "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %s, %d f-evals, %.2f s) %s",
             regime,
             r,
             res.status,
             res.tau_end,
             res.grad_norm_end,
+            res.integrator,
             res.nfev,
             secs,
             "; ".join(res.notes),
