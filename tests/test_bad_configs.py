@@ -400,7 +400,6 @@ def test_only_validated_values_reach_the_report():
         "snakemake.wildcards.regime",
         "snakemake.output.csv",
         "snakemake.output.nc",
-        "snakemake.output.pdf",
         "snakemake.output[0]",
         # table.rst: the table wildcard (a regime name or a summary stem, both path-safe), the
         # regime name taken from it, and the CSV path built from `results` and it
@@ -411,6 +410,9 @@ def test_only_validated_values_reach_the_report():
         'snakemake.config["activation_text"][name]',
     } | {f'{v}["{k}"]' for v in ("cfg", "r") for k in ("d", "eta", "m", "n", "replicas", "sigma", "target")}
     allowed.add('r["sgd"]["steps"]')
+    # figure captions: each figure's PDF path, built from `results`, the regime name and the kind
+    kinds = ("singular_values", "trajectory", "neuron_pca", "structure", "sgd_alone", "brute_force")
+    allowed |= {f"snakemake.output.{kind}_pdf" for kind in kinds}
     used = set()
     for rst in (REPO / "workflow" / "report").glob("*.rst"):
         used |= {e.strip() for e in re.findall(r"{{(.*?)}}", rst.read_text())}

@@ -34,6 +34,8 @@ def test_every_extension_regime_has_its_outputs(ext_run):
         for kind in ("singular_values", "trajectory", "neuron_pca", "structure"):
             assert (ext_run / "figures" / f"{r}_{kind}.png").stat().st_size > 1000
     assert (ext_run / "figures" / "x_sweep_phase.png").stat().st_size > 1000
+    table = pd.read_csv(ext_run / "sweeps" / "x_sweep.csv")  # what the phase diagram reads
+    assert sorted(table["regime"]) == sorted(regimes[4:]) and {"eta", "sigma", "rank_flow"} <= set(table)
     summary = pd.read_csv(ext_run / "summary_extensions.csv")
     assert set(summary["regime"]) == set(regimes)
 

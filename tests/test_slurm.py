@@ -21,7 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-RULES = ("make_data", "run_sgd", "run_flow", "compare", "summary", "figure")
+RULES = ("make_data", "run_sgd", "run_flow", "compare", "summary", "figures")
 INIT_SECONDS = 5
 
 
@@ -98,7 +98,7 @@ def test_tiny_config_runs_to_completion_through_slurm(tmp_path):
         "run_flow": 2,
         "compare": 2,
         "summary": 1,
-        "figure": 8,  # 2 regimes x 4 figure kinds
+        "figures": 2,  # one job per regime draws its 4 figure kinds
     }, submitted
 
     # the profile's per-rule resources reached SLURM (finished jobs stay visible for MinJobAge)

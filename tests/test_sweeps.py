@@ -36,3 +36,40 @@ def test_names_are_stable_and_path_safe():
     more = list(sweeps.expand({"s": dict(BASE, sweep={"eta": [0.05, 1e-4, 2.0, 0.5], "m": [10, 30]})}))
     assert set(names) < set(more) and len(more) == len(names) + 2
     assert sweeps.format_value(-0.25) == "m0p25"
+
+
+def test_validation_checks_every_grid_value_through_representatives():
+    """Only one point per distinct value of each axis is schema-validated after expansion; every
+    value must still be checked, wherever it sits in its list."""
+    from simbias.config import ConfigError, load_schema, validate_config
+
+    reg = dict(BASE, sweep={"eta": [0.05, 0.02, 0.01, 0.03], "sigma": [0.1, 0.2, 0.3]})
+    out = sweeps.expand({"s": reg, "plain": BASE})
+    reps = sweeps.representatives(out)
+    assert "plain" in reps and len(reps) <= 1 + 4 + 3  # at most one point per value, not 12
+    covered = {(k, v) for r in reps if "sweep_of" in out[r] for k, v in out[r]["sweep_of"]["point"].items()}
+    assert covered == {("eta", e) for e in reg["sweep"]["eta"]} | {
+        ("sigma", s) for s in reg["sweep"]["sigma"]
+    }
+    schema = load_schema()
+    del schema["$defs"]["regime"]["properties"]["sweep"]["properties"]["eta"]["items"]["exclusiveMinimum"]
+    bad = dict(BASE, sweep={"eta": [0.05, 0.02, -1.0], "sigma": [0.1, 0.2]})
+    with pytest.raises(ConfigError, match=r"regime 's__eta-m1__sigma-0p1', field 'eta': must be > 0"):
+        validate_config({"regimes": {"s": bad}}, schema)
+
+
+def test_point_figures_auto_off_past_the_documented_size_and_never_a_rerun():
+    from simbias.config import job_config
+
+    small = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01, 0.02], "sigma": [0.1, 0.2]})})
+    assert all(r["sweep_of"]["point_figures"] for r in small.values())
+    n = sweeps.POINT_FIGURES_MAX + 1
+    big = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01 * (i + 1) for i in range(n)]})})
+    assert not any(r["sweep_of"]["point_figures"] for r in big.values())
+    forced = sweeps.expand(
+        {"s": dict(BASE, sweep={"eta": [0.01 * (i + 1) for i in range(n)], "point_figures": True})}
+    )
+    assert all(r["sweep_of"]["point_figures"] for r in forced.values())
+    # the switch is operational: the jobs' params (and config_sha256) do not carry it
+    one = next(iter(small.values()))
+    assert "point_figures" not in job_config(one)["sweep_of"] and one["sweep_of"]["point_figures"]

@@ -17,6 +17,14 @@ def numerical_rank(sv: np.ndarray, rel: float = RANK_REL_THRESHOLD) -> np.ndarra
     return np.where(np.isnan(top[..., 0]), -1, r)
 
 
+def lower_median(v) -> float:
+    """Median that is one replica's value (the lower middle one): an integer stays an integer.
+    NaN where there is no value (a failed sweep point: every replica diverged)."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.percentile(v, 50, method="lower")) if v.size else float("nan")
+
+
 def pca_basis(points: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Mean and top-k principal directions (k, dim) of a cloud of row vectors."""
     mean = points.mean(axis=0)
@@ -61,7 +69,44 @@ def neuron_clusters(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarr
 
 
 def cluster_count(Z: np.ndarray, rel_tol: float = CLUSTER_REL_TOL) -> np.ndarray:
-    """Number of neuron clusters for a batch of feature matrices (..., m, n); -1 where NaN."""
-    flat = Z.reshape((-1,) + Z.shape[-2:])
-    out = np.array([len(neuron_clusters(z, rel_tol)) or -1 for z in flat])
+    """Number of neuron clusters for a batch of feature matrices (..., m, n); -1 where not finite.
+
+    Single linkage cut at the distance t = ``rel_tol`` × max_j ‖z_j‖ joins two rows exactly when
+    a chain of rows, each within t of the next, links them: the clusters are the connected
+    components of the graph with an edge where ‖z_i − z_j‖ ≤ t. Here that graph is built for
+    the whole batch at once (block-diagonal, one block per matrix) and SciPy's
+    ``connected_components`` counts them. The distances are summed in SciPy's ``pdist`` order,
+    so the counts equal :func:`neuron_clusters` (SciPy's linkage and fcluster), ties at t included.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    Z = np.asarray(Z, dtype=float)
+    m, n = Z.shape[-2:]
+    flat = Z.reshape((-1, m, n))
+    out = np.full(flat.shape[0], -1, dtype=np.int64)
+    ok = np.flatnonzero(np.isfinite(flat).all(axis=(-2, -1)))
+    iu, ju = np.triu_indices(m, 1)
+    per_chunk = max(1, _CLUSTER_CHUNK // max(1, iu.size * n))  # bounds the (b, pairs, n) difference
+    for start in range(0, ok.size, per_chunk):
+        idx = ok[start : start + per_chunk]
+        z = flat[idx]
+        b = idx.size
+        t = rel_tol * np.maximum(np.linalg.norm(z, axis=-1).max(axis=-1), 1e-300)
+        diff = z[:, iu, :] - z[:, ju, :]
+        d2 = diff[..., 0] * diff[..., 0]
+        for k in range(1, n):  # left to right, as pdist's Euclidean distance
+            d2 += diff[..., k] * diff[..., k]
+        blk, pair = np.nonzero(np.sqrt(d2) <= t[:, None])
+        graph = coo_matrix(
+            (np.ones(blk.size, dtype=np.int8), (blk * m + iu[pair], blk * m + ju[pair])), shape=(b * m, b * m)
+        )
+        ncomp, labels = connected_components(graph, directed=False)
+        block_of = np.empty(ncomp, dtype=np.int64)
+        block_of[labels] = np.repeat(np.arange(b), m)  # components never cross blocks
+        out[idx] = np.bincount(block_of, minlength=b)
     return out.reshape(Z.shape[:-2])
+
+
+# numbers in one chunk's pairwise differences (~32 MB of float64)
+_CLUSTER_CHUNK = 4_000_000

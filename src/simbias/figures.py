@@ -12,6 +12,7 @@ import seaborn as sns  # noqa: E402
 
 from . import analysis, model, storage  # noqa: E402
 from .activations import make_activation, pretty  # noqa: E402
+from .sweeps import SWEEP_KEYS  # noqa: E402
 
 BAND = ("pi", 80)  # seaborn errorbar: the band holds the middle 80% of replicas
 BAND_TEXT = "line: median over replicas; band: 10th–90th percentile"
@@ -82,14 +83,6 @@ def _integer_axis(ax, axis: str = "y") -> None:
     from matplotlib.ticker import MaxNLocator
 
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
-
-
-def _lower_median(v) -> float:
-    """Median that is one replica's value (the lower middle one): an integer stays an integer.
-    NaN where there is no value (a failed sweep point: every replica diverged)."""
-    v = np.asarray(v, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.percentile(v, 50, method="lower")) if v.size else float("nan")
 
 
 def _integer_band(v) -> tuple[float, float]:
@@ -558,7 +551,7 @@ def structure(regime, cfg, inputs, png, pdf) -> None:
             x="τ",
             y="value",
             hue="stage",
-            estimator=_lower_median,
+            estimator=analysis.lower_median,
             errorbar=_integer_band,
             ax=ax,
         )
@@ -606,29 +599,13 @@ def gd_structure(regime, cfg, inputs, png, pdf) -> None:
     _save(fig, png, pdf)
 
 
-def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], png: str, pdf: str) -> None:
-    """Final effective rank and sharpness gap (or F) over the first two sweep axes."""
+def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
+    """Final effective rank and sharpness gap (or F) over the first two sweep axes, from the
+    sweep's table (one row per grid point, :func:`simbias.stages.sweep_table`)."""
     _theme()
     sns.set_style("white")
-    rows = []
-    for path in comparison_csvs:
-        df = pd.read_csv(path)
-        regime = df["regime"].iloc[0]
-        point = cfgs[regime]["sweep_of"]["point"]
-        ok = ~df["sgd_diverged"].astype(bool)
-        gap = df.loc[ok, "sharpness_gap"]
-        rows.append(
-            {
-                **point,
-                "rank_sgd": _lower_median(df.loc[ok, "feature_rank_sgd_end"]),
-                "rank_flow": _lower_median(df.loc[ok, "feature_rank_flow_end"]),
-                "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
-                "gap_is_F": not gap.notna().any(),
-                "diverged": int((~ok).sum()),
-            }
-        )
-    table = pd.DataFrame(rows)
-    axes_keys = next(iter(cfgs.values()))["sweep_of"]["axes"]
+    table = pd.read_csv(table_csv)
+    axes_keys = [c for c in table.columns if c in SWEEP_KEYS]
     xk = axes_keys[0]
     yk = axes_keys[1] if len(axes_keys) > 1 else None
     gap_label = (
@@ -654,9 +631,15 @@ def phase_diagram(base: str, comparison_csvs: list[str], cfgs: dict[str, dict], 
             annot = grid.fillna(0).round().astype(int) if fmt == "d" else grid
             lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
             scale = max(abs(lo), abs(hi), 1e-300)
-            if hi - lo <= 1e-6 * scale:  # equal up to round-off: one colour, not amplified noise
+            # F − F* within round-off of 0 at every point that ran (the Theorem 2 minimum reached)
+            g = table["gap"].dropna()
+            roundoff = col == "gap" and g.size > 0 and bool((g.abs() <= table["gap_floor"][g.index]).all())
+            if hi - lo <= 1e-6 * scale or roundoff:  # equal up to round-off: one colour, not amplified noise
                 same = "the same at every grid point" if hi == lo else "equal across the grid to 1e-6"
                 lo, hi = lo - scale, hi + scale
+                if roundoff:  # the colour scale spans the round-off band: one colour
+                    same = f"0 to round-off everywhere: |F − F*| ≤ {GAP_FLOOR_REL:g}·F*"
+                    lo, hi = -float(table["gap_floor"].max()), float(table["gap_floor"].max())
                 title += f"\n({same})"
             sns.heatmap(
                 grid,

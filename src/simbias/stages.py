@@ -261,7 +261,7 @@ def run_sgd(
     ds.attrs["failure"] = failure  # why the regime failed ('' when it did not)
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     if finished is not None:
         finished.keep(out)
     if ckpt is not None:
@@ -423,7 +423,7 @@ def run_brute_force(regime: str, cfg: dict, data_path: str, sgd_path: str, out: 
     )
     ds.attrs["algorithm"] = cfg["algorithm"]["name"]
     ds.attrs["clock"] = CLOCKS[cfg["algorithm"]["name"]]
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
 
 
 ALGORITHM_TITLES = {
@@ -595,7 +595,7 @@ def run_flow_stage(
     ds["tau_offset"].attrs.update(long_name="flow time since the flow's start (SGD's last iterate)")
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     if ckpt is not None:
         ckpt.clear()
 
@@ -649,7 +649,7 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: no flow ({NO_FLOW_REASON})")
     ds.attrs["tau_start"] = 0.0
     ds.attrs["flow"] = NO_FLOW_REASON
-    storage.write_netcdf(ds, out)
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     log.info("%s: %s; flow.nc holds GD's last iterate", regime, NO_FLOW_REASON)
 
 
@@ -1011,6 +1011,45 @@ def summarize(csv_paths: list[str], out: str) -> None:
         )
     with storage.atomic_path(out) as tmp:  # medians to 6 significant digits: comparison.nc has them all
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def sweep_table(csv_paths: list[str], cfgs: dict[str, dict], out: str) -> None:
+    """results/sweeps/{base}.csv: one row per grid point (its values, then the medians the phase
+    diagram shows), over the replicas that did not diverge."""
+    rows = []
+    for p in csv_paths:
+        df = pd.read_csv(p, usecols=lambda c: c in SWEEP_TABLE_COLUMNS)
+        regime = df["regime"].iloc[0]
+        ok = ~df["sgd_diverged"].astype(bool)
+        gap = df.loc[ok, "sharpness_gap"]
+        rows.append(
+            {
+                "regime": regime,
+                **cfgs[regime]["sweep_of"]["point"],
+                "replicas": len(df),
+                "diverged": int((~ok).sum()),
+                "rank_sgd": analysis.lower_median(df.loc[ok, "feature_rank_sgd_end"]),
+                "rank_flow": analysis.lower_median(df.loc[ok, "feature_rank_flow_end"]),
+                "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
+                "gap_is_F": not gap.notna().any(),
+                # round-off of F − F*: the figures' floor (figures.GAP_FLOOR_REL) times F*
+                "gap_floor": 1e-12 * df.loc[ok, "sharpness_star"].median() if gap.notna().any() else np.nan,
+            }
+        )
+    with storage.atomic_path(out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+# the comparison columns sweep_table reads
+SWEEP_TABLE_COLUMNS = (
+    "regime",
+    "sgd_diverged",
+    "sharpness_gap",
+    "sharpness_star",
+    "sharpness_flow_end",
+    "feature_rank_sgd_end",
+    "feature_rank_flow_end",
+)
 
 
 def _failure(df: pd.DataFrame) -> str:

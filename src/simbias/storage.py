@@ -263,22 +263,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
-    """Label (CF long_name/units), compress (zlib, chunked along record) and atomically write."""
+def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64") -> None:
+    """Label (CF long_name/units), compress (zlib, chunked along record) and atomically write.
+
+    ``record_dtype="float32"`` stores the per-record floating-point variables (the trajectories,
+    which make up nearly all of a file) as float32; coordinates, end states and the rest keep
+    their own type. The global attribute ``record_dtype`` (in files with a ``record`` dimension)
+    says which.
+    """
     ds = label(ds)
+    if "record" in ds.dims:
+        ds.attrs["record_dtype"] = record_dtype
+    enc = encoding_for(ds)
+    if record_dtype != "float64":
+        for name, var in ds.data_vars.items():
+            if "record" in var.dims and var.dtype.kind == "f" and name in enc:
+                enc[name]["dtype"] = record_dtype
     with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding_for(ds))
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:
     """Open and load a dataset fully (so the file handle is released).
 
     A file that cannot be read (truncated or corrupted outside the pipeline: its own
-    writes are atomic) raises an error that names it and says how to recover.
+    writes are atomic) raises an error that names it and says how to recover. Trajectories
+    stored as float32 (``record_dtype``) are read back as float64, the stages' type.
     """
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
-            return ds.load()
+            ds = ds.load()
     except FileNotFoundError:
         raise
     except (OSError, ValueError, RuntimeError) as exc:
@@ -286,6 +300,11 @@ def open_dataset(path: str | Path) -> xr.Dataset:
             f"{path} cannot be read ({exc}): it is corrupt or truncated. Delete it and run the same "
             "snakemake command again: Snakemake then computes it anew"
         ) from exc
+    if ds.attrs.get("record_dtype", "float64") != "float64":  # the stages compute in float64
+        for name, var in list(ds.data_vars.items()):
+            if var.dtype == np.float32:
+                ds[name] = var.astype(np.float64)
+    return ds
 
 
 def sv_padded(a: np.ndarray, k: int) -> np.ndarray:

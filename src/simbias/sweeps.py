@@ -7,13 +7,18 @@
 expands into ``my_sweep__eta-0p02__sigma-0p1`` and so on (readable, path-safe, and
 stable: a point's name depends only on its own values, so adding a grid value adds
 jobs for the new points only). ``mode: zip`` pairs the lists instead of crossing them.
+``point_figures`` says whether each grid point gets its own figures: ``auto`` (the default)
+draws them for sweeps of at most ``POINT_FIGURES_MAX`` points; the phase diagram is always drawn.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 from typing import Any
+
+# `point_figures: auto` draws each grid point's own figures up to this many points
+POINT_FIGURES_MAX = 25
 
 # sweepable key -> where it lives in a regime's config
 SWEEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -63,18 +68,42 @@ def expand(regimes: dict[str, dict]) -> dict[str, dict]:
         if not sweep:
             out[name] = reg
             continue
-        for point in grid(sweep):
-            r = copy.deepcopy(reg)
-            del r["sweep"]
+        points = grid(sweep)
+        figures = sweep.get("point_figures", "auto")
+        figures = len(points) <= POINT_FIGURES_MAX if figures == "auto" else bool(figures)
+        for point in points:
+            r = json.loads(json.dumps({k: v for k, v in reg.items() if k != "sweep"}))  # a deep copy
             for key, value in point.items():
                 target = r
                 *parents, leaf = SWEEP_KEYS[key]
                 for p in parents:
                     target = target.setdefault(p, {})
                 target[leaf] = value
-            r["sweep_of"] = {"base": name, "point": point, "axes": [k for k in SWEEP_KEYS if k in sweep]}
+            r["sweep_of"] = {
+                "base": name,
+                "point": point,
+                "axes": [k for k in SWEEP_KEYS if k in sweep],
+                "point_figures": figures,
+            }
             pname = point_name(name, point)
             if pname in out or pname in regimes:
                 raise ValueError(f"grid point {pname!r} appears twice or clashes with another regime")
             out[pname] = r
+    return out
+
+
+def representatives(regimes: dict[str, dict]) -> list[str]:
+    """Grid points that between them hold every value of every axis of every sweep (the first
+    point with each value), and every regime that is no grid point."""
+    seen: set = set()
+    out = []
+    for name, reg in regimes.items():
+        of = reg.get("sweep_of")
+        if of is None:
+            out.append(name)
+            continue
+        keys = [(of["base"], k, json.dumps(v)) for k, v in of["point"].items()]
+        if not seen.issuperset(keys):
+            seen.update(keys)
+            out.append(name)
     return out

@@ -15,7 +15,7 @@ rule run_brute_force:
         "../scripts/run_brute_force.py"
 
 
-rule brute_force_figure:
+rule brute_force_figures:
     input:
         data=f"{RESULTS}/{{regime}}/data.nc",
         sgd=f"{RESULTS}/{{regime}}/sgd.nc",
@@ -23,20 +23,11 @@ rule brute_force_figure:
         comparison=f"{RESULTS}/{{regime}}/comparison.nc",
         brute=f"{RESULTS}/{{regime}}/brute_force.nc",
     output:
-        png=report(
-            f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
-            caption="../report/figure.rst",
-            category="{regime}",
-            subcategory="figures",
-            labels={"regime": "{regime}", "figure": "{kind}"},
-        ),
-        pdf=f"{RESULTS}/figures/{{regime}}_{{kind}}.pdf",
+        **figure_outputs(BRUTE_KINDS),
     log:
-        "logs/{regime}/figure_{kind}.log",
-    wildcard_constraints:
-        kind="|".join(BRUTE_KINDS),
+        "logs/{regime}/brute_force_figures.log",
     params:
-        cfg=regime_cfg,
+        kinds=BRUTE_KINDS,
         code=code_version("figure"),
     script:
         "../scripts/figure.py"

@@ -6,6 +6,7 @@ from snakemake.utils import update_config
 
 from simbias.activations import make_activation, pretty
 from simbias.config import (
+    REGIME_NAME,
     ConfigError,
     code_version,
     data_subset,
@@ -140,12 +141,24 @@ SUMMARIES = {
 }
 
 
+# {regime} is any path-safe name (simbias.config.REGIME_NAME), not an alternation of every
+# regime's name: matching a file name then costs the same whatever the number of regimes, so the
+# DAG of a 1000-point sweep builds in time linear in its jobs. regime_entry refuses other names.
 wildcard_constraints:
-    regime="|".join(REGIMES),
-    kind="|".join(FIGURE_KINDS),
-    ext="png|pdf",
+    regime=REGIME_NAME.pattern,
     base="|".join(SWEEPS) or "(?!)",
     summary="|".join(SUMMARIES) or "(?!)",
+
+
+def regime_entry(wildcards):
+    """The validated config entry of the job's regime; one clear line for a name that is none."""
+    try:
+        return config["regimes"][wildcards.regime]
+    except KeyError:
+        raise ValueError(
+            f"no regime '{wildcards.regime}' in the config: a target names a regime that "
+            "config.yaml (and the regimes file) do not define"
+        ) from None
 
 
 def regime_cfg(wildcards):
@@ -154,14 +167,14 @@ def regime_cfg(wildcards):
     Without the operational fields (checkpoint intervals): they change how a job runs,
     not what it computes.
     """
-    return job_config(config["regimes"][wildcards.regime])
+    return job_config(regime_entry(wildcards))
 
 
 def sgd_setting(name):
     """An operational sgd.* field for a job's resources (resources never trigger a rerun)."""
 
     def get(wildcards):
-        return config["regimes"][wildcards.regime]["sgd"][name]
+        return regime_entry(wildcards)["sgd"][name]
 
     return get
 
@@ -172,7 +185,7 @@ def sgd_gpus(wildcards):
     """
     import importlib.util
 
-    backend = config["regimes"][wildcards.regime].get("backend", "auto")
+    backend = regime_entry(wildcards).get("backend", "auto")
     return int(backend != "numpy" and importlib.util.find_spec("cupy") is not None)
 
 
@@ -183,7 +196,7 @@ def checkpoint_path(wildcards):
 
 def regime_data_cfg(wildcards):
     """Only the fields the data stage depends on."""
-    return data_subset(config["regimes"][wildcards.regime])
+    return data_subset(regime_entry(wildcards))
 
 
 def sweep_points(wildcards):
@@ -191,13 +204,33 @@ def sweep_points(wildcards):
 
 
 def sweep_cfgs(wildcards):
-    """Each grid point's sweep_of entry (its point and the axes): all the phase diagram reads, and
-    all the report shows as its parameters. Any other config change reaches it through the
-    comparison tables it reads."""
+    """Each grid point's place in the sweep (its point and the axes): all the sweep's table reads
+    from the config. Any other config change reaches it through the comparison tables it reads.
+    """
     return {
-        r: {"sweep_of": config["regimes"][r]["sweep_of"]}
+        r: {"sweep_of": job_config(config["regimes"][r])["sweep_of"]}
         for r in SWEEPS[wildcards.base]
     }
+
+
+def figure_outputs(kinds):
+    """A figures job's outputs: {kind}_png (in the report) and {kind}_pdf for each kind."""
+    out = {}
+    for kind in kinds:
+        out[f"{kind}_png"] = report(
+            f"{RESULTS}/figures/{{regime}}_{kind}.png",
+            caption=f"../report/figure_{kind}.rst",
+            category="{regime}",
+            subcategory="figures",
+            labels={"regime": "{regime}", "figure": kind},
+        )
+        out[f"{kind}_pdf"] = f"{RESULTS}/figures/{{regime}}_{kind}.pdf"
+    return out
+
+
+def draws_point_figures(regime):
+    """False for the grid points of a sweep whose point figures are off (sweeps.POINT_FIGURES_MAX)."""
+    return config["regimes"][regime].get("sweep_of", {}).get("point_figures", True)
 
 
 def summary_inputs(wildcards):
@@ -228,15 +261,16 @@ def all_outputs(target="default"):
 def all_figures(target="default"):
     regimes = TARGETS[target]
     bases = [b for b in SWEEPS if SWEEPS[b][0] in regimes]
+    drawn = [r for r in regimes if draws_point_figures(r)]
     per_regime = expand(
         f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=regimes,
+        regime=drawn,
         kind=FIGURE_KINDS,
         ext=["png", "pdf"],
     )
     brute = expand(
         f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=[r for r in regimes if r in BRUTE_FORCE],
+        regime=[r for r in drawn if r in BRUTE_FORCE],
         kind=BRUTE_KINDS,
         ext=["png", "pdf"],
     )

@@ -42,7 +42,7 @@ rule table_html:
     log:
         "logs/tables/{table}.log",
     wildcard_constraints:
-        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({'|'.join(REGIMES)})/comparison",
+        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({REGIME_NAME.pattern})/comparison",
     localrule: True
     params:
         code=code_version("table_html"),

@@ -1,33 +1,43 @@
-rule figure:
+# One job per regime draws all its figures, PNG and PDF (one process: imports and the theme once).
+rule figures:
     input:
         data=f"{RESULTS}/{{regime}}/data.nc",
         sgd=f"{RESULTS}/{{regime}}/sgd.nc",
         flow=f"{RESULTS}/{{regime}}/flow.nc",
         comparison=f"{RESULTS}/{{regime}}/comparison.nc",
     output:
-        png=report(
-            f"{RESULTS}/figures/{{regime}}_{{kind}}.png",
-            caption="../report/figure.rst",
-            category="{regime}",
-            subcategory="figures",
-            labels={"regime": "{regime}", "figure": "{kind}"},
-        ),
-        pdf=f"{RESULTS}/figures/{{regime}}_{{kind}}.pdf",
+        **figure_outputs(FIGURE_KINDS),
     log:
-        "logs/{regime}/figure_{kind}.log",
+        "logs/{regime}/figures.log",
     # the regime's config is read from comparison.nc (config_json): any config change that
-    # alters a figure reruns an upstream job, whose new output reruns the figure
+    # alters a figure reruns an upstream job, whose new output reruns the figures
     params:
+        kinds=FIGURE_KINDS,
         code=code_version("figure"),
     script:
         "../scripts/figure.py"
 
 
-rule phase_diagram:
+# A sweep's grid points in one compact table (one row each), which the phase diagram reads.
+rule sweep_table:
     input:
         lambda wc: expand(
             f"{RESULTS}/{{regime}}/comparison.csv", regime=sweep_points(wc)
         ),
+    output:
+        f"{RESULTS}/sweeps/{{base}}.csv",
+    log:
+        "logs/sweeps/{base}_table.log",
+    params:
+        cfgs=sweep_cfgs,
+        code=code_version("summary"),
+    script:
+        "../scripts/sweep_table.py"
+
+
+rule phase_diagram:
+    input:
+        f"{RESULTS}/sweeps/{{base}}.csv",
     output:
         png=report(
             f"{RESULTS}/figures/{{base}}_phase.png",
@@ -39,7 +49,6 @@ rule phase_diagram:
     log:
         "logs/sweeps/{base}_phase.log",
     params:
-        cfgs=sweep_cfgs,
         code=code_version("figure"),
     script:
         "../scripts/phase_diagram.py"

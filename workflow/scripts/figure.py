@@ -4,11 +4,12 @@ from simbias import figures, logs, storage
 
 logs.to_file(snakemake.log[0])
 cfg = json.loads(storage.open_dataset(snakemake.input.comparison).attrs["config_json"])
-figures.draw(
-    snakemake.wildcards.kind,
-    snakemake.wildcards.regime,
-    cfg,
-    dict(snakemake.input.items()),
-    snakemake.output.png,
-    snakemake.output.pdf,
-)
+for kind in snakemake.params.kinds:
+    figures.draw(
+        kind,
+        snakemake.wildcards.regime,
+        cfg,
+        dict(snakemake.input.items()),
+        snakemake.output[f"{kind}_png"],
+        snakemake.output[f"{kind}_pdf"],
+    )

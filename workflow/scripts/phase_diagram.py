@@ -3,8 +3,7 @@ from simbias import figures, logs
 logs.to_file(snakemake.log[0])
 figures.phase_diagram(
     snakemake.wildcards.base,
-    list(snakemake.input),
-    snakemake.params.cfgs,
+    snakemake.input[0],
     snakemake.output.png,
     snakemake.output.pdf,
 )
