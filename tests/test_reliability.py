@@ -262,12 +262,22 @@ def start_snakemake(work: Path, target: str, env: dict) -> subprocess.Popen:
 def sgd_rate(tmp_path_factory):
     """Replica-steps per second of the tiny regime below on this machine (kernel compiled)."""
     root = tmp_path_factory.mktemp("rate")
-    cal = resolved(sgd={"steps": 40000, "log_points": 10, "linear_points": 4})
-    stages.make_data("r", cal, root / "cal.nc")
-    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")  # warm-up (JIT)
-    t0 = time.monotonic()
-    stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
-    return 40000 / max(time.monotonic() - t0, 1e-3)
+
+    def timed(steps: int) -> float:
+        cal = resolved(sgd={"steps": steps, "log_points": 10, "linear_points": 4})
+        stages.make_data("r", cal, root / "cal.nc")
+        t0 = time.monotonic()
+        stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
+        return time.monotonic() - t0
+
+    timed(40000)  # warm-up (JIT)
+    steps = 40000
+    for _ in range(5):  # until one run lasts ≥ 1 s, so the fixed costs (records, I/O) do not count
+        seconds = timed(steps)
+        if seconds >= 1.0:
+            break
+        steps = int(steps * min(10.0, 1.5 / max(seconds, 0.15)))
+    return steps / max(seconds, 1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -571,8 +581,9 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     proc.wait(timeout=60)
     assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
     assert time.monotonic() - t0 < 15, "did not stop promptly"
-    assert proc.returncode != 0
-    assert not (work / w["target"]).exists() and w["ckpt"].exists()
+    done = (work / w["target"]).exists()
+    assert proc.returncode != 0, f"Snakemake exited 0 (sgd.nc written: {done}; run of {w['steps']} steps)"
+    assert not done and w["ckpt"].exists()
     assert temporaries(work / "results") == []
     env = os.environ.copy()
     rerun = smk(work, env, w["target"])  # the same command: no --unlock needed
