@@ -255,7 +255,15 @@ def start_snakemake(work: Path, target: str, env: dict) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    """A terminal's default SIGINT for Snakemake, even when pytest runs in the background (a
+    non-interactive shell's `&` sets SIGINT to ignored, children inherit that, and Python then
+    never raises KeyboardInterrupt: the Ctrl-C test below would see the job run to its end)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
