@@ -63,6 +63,18 @@ def problem(m: int, d: int, n: int, R: int, dtype: str, seed: int = 0):
     return X, y, w, theta0, eta, sigma
 
 
+def ensemble(xp, m, d, n, R, dtype):
+    """The benchmark problem as a segment function takes it, on array module ``xp``:
+    (act, eta, sigma, (X, y, w), replica ids, diverged_step on the host, state dict)."""
+    from simbias.activations import OddPower
+
+    X, y, w, theta0, eta, sigma = problem(m, d, n, R, dtype)
+    act = OddPower(k=(P - 1) // 2, nu=NU)
+    data = tuple(xp.asarray(a, dtype=dtype) for a in (X, y, w))
+    state = {"theta": xp.asarray(theta0, dtype=dtype), "alive": xp.ones(R, dtype=bool), "k": 0}
+    return act, eta, sigma, data, xp.arange(R), np.full(R, -1, dtype=np.int64), state
+
+
 # -- backends: each returns run(steps) -> number of replicas still alive -------------
 
 
@@ -74,16 +86,10 @@ def runner_sgd(kernel: str, m, d, n, R, dtype):
     fixed cost per record) are left out as in the other backends.
     """
     from simbias import sgd
-    from simbias.activations import OddPower
 
-    X, y, w, theta0, eta, sigma = problem(m, d, n, R, dtype)
-    act = OddPower(k=(P - 1) // 2, nu=NU)
+    act, eta, sigma, (Xd, yd, wd), rid, diverged_step, state = ensemble(np, m, d, n, R, dtype)
     seg, name = sgd.select_advance(np, act, dtype, kernel)
     assert name == kernel, (name, kernel)
-    Xd, yd, wd = (np.asarray(a, dtype=dtype) for a in (X, y, w))
-    rid = np.arange(R)
-    diverged_step = np.full(R, -1, dtype=np.int64)
-    state = {"theta": np.asarray(theta0, dtype=dtype), "alive": np.ones(R, dtype=bool), "k": 0}
 
     def run(steps: int) -> int:
         theta, alive, k = state["theta"], state["alive"], state["k"]
@@ -105,18 +111,12 @@ def runner_cupy(m, d, n, R, dtype, fast: bool):
     import cupy as cp
 
     from simbias import gpu
-    from simbias.activations import OddPower
     from simbias.backend import cupy_usable
 
     ok, why = cupy_usable()
     if not ok:
         raise RuntimeError(f"no usable GPU ({why})")
-    X, y, w, theta0, eta, sigma = problem(m, d, n, R, dtype)
-    act = OddPower(k=(P - 1) // 2, nu=NU)
-    Xd, yd, wd = (cp.asarray(a, dtype=dtype) for a in (X, y, w))
-    rid = cp.arange(R)
-    ds = np.full(R, -1, dtype=np.int64)
-    state = {"theta": cp.asarray(theta0, dtype=dtype), "alive": cp.ones(R, dtype=bool), "k": 0}
+    act, eta, sigma, (Xd, yd, wd), rid, ds, state = ensemble(cp, m, d, n, R, dtype)
 
     def run(steps: int) -> int:
         th, al, k = state["theta"], state["alive"], state["k"]
