@@ -21,9 +21,10 @@ same order for each replica (no fast-math: no FMA contraction, no
 reassociation), so a replica's trajectory is bit for bit the same whichever ran
 and however many replicas ran beside it, and the same as the reference. Larger
 models (m·d·n ≥ ``BLAS_MIN``, fig1b) take :func:`_replica_steps_blas`, whose two
-matrix products go through BLAS (one BLAS thread: these products are too small to
-share), whatever the replica count, unless ``exact`` asks for the loops. Each kernel runs replicas
-independently, in parallel over replicas (``prange``) when there are several.
+matrix products go through BLAS (on the threads numba leaves idle: all of them for one
+replica, one per replica thread otherwise), whatever the replica count, unless
+``exact`` asks for the loops. Each kernel runs replicas independently, in parallel
+over replicas (``prange``) when there are several.
 
 The thread count is numba's (``NUMBA_NUM_THREADS``, default: all cores), capped by
 ``OMP_NUM_THREADS`` when that is set (Snakemake sets it to a job's ``threads``).
@@ -50,6 +51,9 @@ _LANE_MAX_MD_MN = 4096
 # from this m·d·n on (fig1b: 4500), Z = Θ Xᵀ and Jᵀλ go through BLAS (np.dot):
 # measured faster than the lanes from about m·d·n = 1000 on (fig1a: 90, fig2: 300)
 BLAS_MIN = 1024
+# the loop kernel is compiled for d and n as constants up to this size (short loops unroll;
+# one compiled version per (d, n), cached on disk), and reads them from the arrays above it
+SPECIALISE_MAX = 8
 
 
 _U64 = np.uint64
@@ -108,7 +112,8 @@ def normals(key0, key1, replicas, k0, steps, n):
     zc, kl, rl, sg = _chunk_scratch(n, np.float64)
     for b in range(R):
         for s0 in range(0, steps, CHUNK):
-            _chunk_noise(zc, 1.0, key0, key1, _U64(k0 + s0), _U64(replicas[b]), kl, rl, sg)
+            cnt = min(CHUNK, steps - s0)
+            _chunk_noise(zc, 1.0, key0, key1, _U64(k0 + s0), _U64(replicas[b]), kl, rl, sg, cnt)
             for s in range(s0, min(steps, s0 + CHUNK)):
                 out[s, b] = zc[:, s - s0]
     return out
@@ -161,15 +166,16 @@ def _normal_pair(key0, key1, j, klo, khi, r):
 
 
 @numba.njit(inline="always")
-def _lane_label_noise(out, sg, key0, key1, kl, rl):
+def _lane_label_noise(out, sg, key0, key1, kl, rl, B):
     """ζ for B (step, replica) pairs at once: lane b is step ``kl[b]`` of replica ``rl[b]``
-    ((B,) uint64 each), ζ = ``sg[b]`` z (float64 product, rounded to out's dtype) into out (n, B).
+    ((≥ B,) uint64 each), ζ = ``sg[b]`` z (float64 product, rounded to out's dtype) into
+    ``out[:, :B]`` (out is (n, ≥ B)).
 
     A loop of :func:`_normal_pair` over lanes, which LLVM vectorises. The lanes are
     replicas at one step (:func:`_lane_block`) or consecutive steps of one replica
     (:func:`_chunk_noise`).
     """
-    n, B = out.shape
+    n = out.shape[0]
     for j in range(n // 2):
         oe, oo = out[2 * j], out[2 * j + 1]
         for b in range(B):
@@ -189,14 +195,16 @@ CHUNK = 32  # steps of one replica whose noise :func:`_chunk_noise` draws at onc
 
 
 @numba.njit(inline="always")
-def _chunk_noise(zc, sigma, key0, key1, k, r, kl, rl, sg):
-    """ζ of steps k .. k+C−1 of replica r into zc (n, C): :func:`_lane_label_noise` with the
-    steps in the lanes. Scratch: kl, rl (C,) uint64, sg (C,) float64."""
-    for b in range(zc.shape[1]):
+def _chunk_noise(zc, sigma, key0, key1, k, r, kl, rl, sg, cnt):
+    """ζ of steps k .. k+cnt−1 of replica r into ``zc[:, :cnt]`` (zc is (n, C), cnt ≤ C):
+    :func:`_lane_label_noise` with the steps in the lanes. Scratch: kl, rl (C,) uint64,
+    sg (C,) float64. Inlined: as a call it measured about 10 % slower at fig1b with one
+    replica (CPU time), the scratch arrays no longer known not to overlap."""
+    for b in range(cnt):
         kl[b] = k + _U64(b)
         rl[b] = r
         sg[b] = sigma
-    _lane_label_noise(zc, sg, key0, key1, kl, rl)
+    _lane_label_noise(zc, sg, key0, key1, kl, rl, cnt)
 
 
 @numba.njit(inline="always")
@@ -207,11 +215,12 @@ def _chunk_scratch(n, dt):
 
 
 @numba.njit(inline="always")
-def _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg):
-    """ζ of step k0+s of replica r into ze (n,), drawn CHUNK steps at a time into zc."""
+def _next_noise(ze, zc, s, steps, sigma, key0, key1, k0, r, kl, rl, sg):
+    """ζ of step k0+s of replica r into ze (n,), drawn CHUNK steps at a time into zc
+    (fewer at the end of a segment of ``steps`` steps: only the steps that run are drawn)."""
     c = s % CHUNK
     if c == 0:
-        _chunk_noise(zc, sigma, key0, key1, _U64(k0 + s), r, kl, rl, sg)
+        _chunk_noise(zc, sigma, key0, key1, _U64(k0 + s), r, kl, rl, sg, min(CHUNK, steps - s))
     for i in range(ze.shape[0]):
         ze[i] = zc[i, c]
 
@@ -262,14 +271,17 @@ def _replica_steps(
     lam,
     g,
     ze,
+    dd,
+    nn,
 ):
     """Run ``steps`` steps (k0, k0+1, ...) on replica r's θ (m, d), in place, its noise drawn inline.
 
     Returns the step (within the segment) at which the replica was found
     diverged, or -1. Scratch: Z, D (m, n), f, lam, ze (n,), g (d,).
     """
-    m, d = th.shape
-    n = X.shape[0]
+    m = th.shape[0]
+    d = len(dd) if len(dd) > 0 else th.shape[1]
+    n = len(nn) if len(nn) > 0 else X.shape[0]
     noisy = sigma != 0.0
     dot = d <= 8  # short sums: reductions; long ones: axpy loops (same order of operations)
     zc, kl, rl, sg = _chunk_scratch(n, ze.dtype)
@@ -298,7 +310,7 @@ def _replica_steps(
                 D[j, i] = wj * dphi
         # λ = f − y + ζ; stop before the step if L = Σ (f − y)² is not ≤ the bound (NaN too)
         if noisy:
-            _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg)
+            _next_noise(ze, zc, s, steps, sigma, key0, key1, k0, r, kl, rl, sg)
         loss = _residuals(f, y, ze, noisy, lam)
         if not (loss <= loss_bound):
             return s
@@ -342,7 +354,7 @@ def _replica_steps_blas(
                 f[i] += wj * phi
                 D[j, i] = wj * dphi
         if noisy:
-            _next_noise(ze, zc, s, sigma, key0, key1, k0, r, kl, rl, sg)
+            _next_noise(ze, zc, s, steps, sigma, key0, key1, k0, r, kl, rl, sg)
         loss = _residuals(f, y, ze, noisy, lam)
         if not (loss <= loss_bound):
             return s
@@ -435,7 +447,7 @@ def _lane_block(
                 li[b] = res
         if noisy:  # every lane draws (padding and frozen lanes too; never used)
             kl[:] = _U64(k0 + s)
-            _lane_label_noise(zl, sg, key0, key1, kl, rl)
+            _lane_label_noise(zl, sg, key0, key1, kl, rl, B)
             for i in range(n):
                 li = lam[i]
                 zi = zl[i]
@@ -471,7 +483,13 @@ def _lane_block(
                     theta[r0 + b, j, k] = th[j, k, b]
 
 
-LOOPS, BLAS, LANE_BLOCKS = 0, 1, 2  # kernel modes of _segment
+@numba.njit(inline="always")
+def _replica_scratch(m, n, dt):
+    """One replica's scratch for the loop and BLAS kernels: D (m, n), f, λ, ζ (n,)."""
+    return np.empty((m, n), dtype=dt), np.empty(n, dtype=dt), np.empty(n, dtype=dt), np.zeros(n, dtype=dt)
+
+
+LOOPS, BLAS, LANE_BLOCKS = 0, 1, 2  # kernel modes (LOOPS: _loop_segment, else _segment)
 
 
 # fmt: off
@@ -483,8 +501,8 @@ def _segment(
     # fmt: on
     """All replicas of one segment, in parallel over replicas (or blocks of B lanes).
 
-    mode LOOPS: :func:`_replica_steps`; BLAS: :func:`_replica_steps_blas`;
-    LANE_BLOCKS: :func:`_lane_block` on blocks of B replicas. Replica b's noise is
+    mode BLAS: :func:`_replica_steps_blas`; LANE_BLOCKS: :func:`_lane_block` on blocks
+    of B replicas (mode LOOPS is :func:`_loop_segment`). Replica b's noise is
     stream ``rids[b]``; its 2η and σ are ``two_eta[b]`` and ``sigma[b]`` ((R,) arrays).
     """
     R, m, d = theta.shape
@@ -501,23 +519,42 @@ def _segment(
     for r in numba.prange(R):
         if not alive[r]:
             continue
-        D = np.empty((m, n), dtype=theta.dtype)
-        f = np.empty(n, dtype=theta.dtype)
-        lam = np.empty(n, dtype=theta.dtype)
-        ze = np.zeros(n, dtype=theta.dtype)
-        rid = _U64(rids[r])
-        if mode == BLAS:
-            s = _replica_steps_blas(
-                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound,
-                half, pf, nu, D, f, lam, ze,
-            )  # fmt: skip
-        else:
-            Z = np.empty((m, n), dtype=theta.dtype)
-            g = np.empty(d, dtype=theta.dtype)
-            s = _replica_steps(
-                theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, rid, k0, steps, loss_bound,
-                half, pf, nu, pf - pf, Z, D, f, lam, g, ze,
-            )
+        D, f, lam, ze = _replica_scratch(m, n, theta.dtype)
+        s = _replica_steps_blas(
+            theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, _U64(rids[r]), k0, steps,
+            loss_bound, half, pf, nu, D, f, lam, ze,
+        )  # fmt: skip
+        if s >= 0:
+            alive[r] = False
+            diverged_step[r] = k0 + s
+
+
+# fmt: off
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _loop_segment(
+    theta, X, y, w, two_eta, sigma, key0, key1, rids, steps,
+    alive, loss_bound, half, pf, nu, k0, diverged_step, dd, nn,
+):
+    # fmt: on
+    """:func:`_segment`'s mode LOOPS: :func:`_replica_steps` on each replica, in parallel.
+
+    ``dd`` and ``nn`` are d and n zeros (tuples, whose lengths are compile-time constants,
+    so the short loops over d and n unroll: one compiled version per (d, n)) or ``()``
+    (read d and n from the arrays).
+    """
+    R, m, d = theta.shape
+    n = X.shape[0]
+    XT = np.ascontiguousarray(X.T)
+    for r in numba.prange(R):
+        if not alive[r]:
+            continue
+        D, f, lam, ze = _replica_scratch(m, n, theta.dtype)
+        Z = np.empty((m, n), dtype=theta.dtype)
+        g = np.empty(d, dtype=theta.dtype)
+        s = _replica_steps(
+            theta[r], X, XT, y, w, two_eta[r], sigma[r], key0, key1, _U64(rids[r]), k0, steps,
+            loss_bound, half, pf, nu, pf - pf, Z, D, f, lam, g, ze, dd, nn,
+        )  # fmt: skip
         if s >= 0:
             alive[r] = False
             diverged_step[r] = k0 + s
@@ -604,14 +641,17 @@ def advance(xp, act, theta, X, y, w, eta, sigma, seed: int, replicas, k0: int, s
     nt = threads()
     kind, B = choose(R, m, d, Xc.shape[0], nt, exact)
     mode = {"loops": LOOPS, "blas": BLAS, "lanes": LANE_BLOCKS}[kind]
+    spec = d <= SPECIALISE_MAX and Xc.shape[0] <= SPECIALISE_MAX
     work = -(-R // B) if kind == "lanes" else R  # parallel items
     use = max(1, min(nt, work))
     prev = numba.get_num_threads()
     numba.set_num_threads(use)
     try:
-        if mode == BLAS:  # tiny matrix products: one BLAS thread, or idle BLAS threads spin
-            with blas_threads(1):
+        if mode == BLAS:  # the threads numba leaves idle go to BLAS: never more than nt in all
+            with blas_threads(max(1, nt // use)):
                 _segment(*args, mode, B)
+        elif mode == LOOPS:
+            _loop_segment(*args, (0,) * d if spec else (), (0,) * Xc.shape[0] if spec else ())
         else:
             _segment(*args, mode, B)
     finally:
