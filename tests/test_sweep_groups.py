@@ -68,6 +68,23 @@ def test_grouped_sgd_is_bitwise_the_per_point_runs(tmp_path, extra):
     assert any(div) and not all(div)
 
 
+def test_grouped_flow_is_bitwise_the_per_point_runs(tmp_path, monkeypatch):
+    """The grid points' flows in one pool (replicas laid end to end) write each point's own flow.nc,
+    diverged points (no flow) included; with a checkpoint folder per point, removed at the end."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two worker processes, as the rule gives
+    names, cfgs, data = _points(tmp_path, flow={"records": 12})
+    sgd = [str(tmp_path / n / "sgd.nc") for n in names]
+    stages.run_sgd_group(names, cfgs, data, sgd)
+    alone = [str(tmp_path / n / "alone_flow.nc") for n in names]
+    for n, d, g, out in zip(names, data, sgd, alone, strict=True):
+        stages.run_flow_stage(n, cfgs[n], d, g, out)
+    grouped = [str(tmp_path / n / "flow.nc") for n in names]
+    stages.run_flow_group(names, cfgs, data, sgd, grouped, checkpoint_dir=str(tmp_path / "ckpt"))
+    for a, b in zip(alone, grouped, strict=True):
+        _same_data_vars(a, b)
+    assert not any((tmp_path / "ckpt").rglob("*.npz"))
+
+
 def test_grouped_sgd_with_the_wrong_noise_ids_differs(tmp_path, monkeypatch):
     """The test above can fail: with ids 0..P·R−1 (each point a fresh noise stream) the
     grouped records no longer match the per-point runs."""

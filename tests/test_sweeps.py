@@ -82,7 +82,8 @@ def test_groups_chunk_grid_order_and_group_size_is_operational():
     out = sweeps.expand({"s": reg, "plain": BASE})
     chunks = sweeps.groups(out)
     assert list(chunks) == ["s"] and [len(c) for c in chunks["s"]] == [4, 2]
-    assert sum(chunks["s"], []) == [n for n in out if n != "plain"]  # grid order, every point once
+    assert sum(chunks["s"], []) == sorted(n for n in out if n != "plain")  # name order, each point once
+    assert chunks["s"][0][:2] == ["s__eta-0p01__sigma-0p1", "s__eta-0p01__sigma-0p2"]  # an η row together
     assert sweeps.groups(sweeps.expand({"s": dict(reg, sweep=dict(reg["sweep"], group_size=1))})) == {}
     default = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01] * 1 + [0.02]})})
     assert sweeps.groups(default)["s"] == [list(default)]  # GROUP_SIZE (64) holds both

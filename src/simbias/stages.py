@@ -376,11 +376,40 @@ def run_flow_group(
     outs: list[str],
     checkpoint_dir: str | None = None,
 ) -> None:
-    """flow.nc of several grid points in one process (:func:`run_flow_stage` for each, with
-    its checkpoint folder ``checkpoint_dir/{point}/run_flow``)."""
-    for regime, data_path, sgd_path, out in zip(regimes, data_paths, sgd_paths, outs, strict=True):
+    """flow.nc of several grid points in one process. The flows of points that differ only in
+    η and σ (the same problem and flow settings) share one pool of worker processes, their
+    replicas laid end to end; each replica's flow is the one :func:`run_flow_stage` runs for
+    it, and each point keeps its checkpoint folder ``checkpoint_dir/{point}/run_flow``."""
+    parts: dict[str, list] = {}
+    for i, regime in enumerate(regimes):
         ckpt = None if checkpoint_dir is None else str(Path(checkpoint_dir) / regime / "run_flow")
-        run_flow_stage(regime, cfgs[regime], data_path, sgd_path, out, checkpoint_path=ckpt)
+        job = _FlowJob(regime, cfgs[regime], data_paths[i], sgd_paths[i], ckpt)
+        if not job.no_flow(outs[i]):
+            parts.setdefault(_fused_key(job.cfg) or f"alone:{i}", []).append((job, outs[i]))
+    for part in parts.values():
+        jobs = [j for j, _ in part]
+        first, R = jobs[0], jobs[0].theta_last.shape[0]
+        for j in jobs[1:]:
+            if not all(np.array_equal(getattr(first, a), getattr(j, a)) for a in ("X", "y", "w")):
+                raise RuntimeError(
+                    f"{j.regime}: data.nc differs from {first.regime}'s though their data config is one"
+                )
+
+        def report(r: int, res, secs: float, jobs=jobs, R=R) -> None:
+            jobs[r // R].report(r % R, res, secs)
+
+        t0 = time.monotonic()
+        thetas = np.concatenate([j.theta_last for j in jobs])
+        results = first.run(thetas, _Checkpoints([j.ckpt for j in jobs], R), report)
+        log.info(
+            "%d grid points from %s: flow for %d replicas in one pool, %.1f s",
+            len(jobs),
+            first.regime,
+            len(results) - results.count(None),
+            time.monotonic() - t0,
+        )
+        for p, (job, out) in enumerate(part):
+            job.write(results[p * R : (p + 1) * R], out)
 
 
 def compare_group(
@@ -652,27 +681,57 @@ def run_flow_stage(
     rerun after a kill runs only the others and writes the same flow.nc. The folder is
     deleted once flow.nc is written.
     """
-    data, X, y, w = _inputs(data_path)
-    sgd = storage.open_dataset(sgd_path)
-    act = make_activation(cfg["activation"])
-    if cfg["algorithm"]["name"] == "gd":
-        _no_flow(regime, cfg, sgd, X, w, out)
+    job = _FlowJob(regime, cfg, data_path, sgd_path, checkpoint_path)
+    if job.no_flow(out):
         return
-    f = cfg["flow"]
-    z_star, F_star, _ = _targets(act, X, y, w)
-    tau0 = float(sgd["tau"].values[-1])
-    if not np.isfinite(tau0):  # GD has no clock: the flow's own time starts at 0
-        tau0 = 0.0
-    theta_last = sgd["theta"].values[:, -1]
-    workers = thread_budget()  # the rule's threads: one flow process each
+    t0 = time.monotonic()
+    results = job.run(job.theta_last, job.ckpt, job.report)
+    job.log_time(len(results) - results.count(None), time.monotonic() - t0)
+    job.write(results, out)
 
-    def report(r: int, res, secs: float) -> None:
+
+class _FlowJob:
+    """One regime's flow stage: its inputs and settings, then flow.nc from the flows' results."""
+
+    def __init__(self, regime: str, cfg: dict, data_path: str, sgd_path: str, checkpoint_path: str | None):
+        self.regime, self.cfg = regime, cfg
+        _, self.X, self.y, self.w = _inputs(data_path)
+        self.sgd = storage.open_dataset(sgd_path)
+        self.act = make_activation(cfg["activation"])
+        f = cfg["flow"]
+        self.z_star, self.F_star, _ = _targets(self.act, self.X, self.y, self.w)
+        tau0 = float(self.sgd["tau"].values[-1])
+        self.tau0 = tau0 if np.isfinite(tau0) else 0.0  # GD has no clock: the flow's own time starts at 0
+        self.theta_last = self.sgd["theta"].values[:, -1]
+        self.settings = dict(
+            tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"]
+        )
+        self.ckpt = None
+        if checkpoint_path and cfg["algorithm"]["name"] != "gd":
+            self.ckpt = FlowCheckpoint(
+                checkpoint_path,
+                regime=regime,
+                config_sha256=regime_sha256(job_config(cfg)),
+                code=code_version("run_flow"),
+                inputs=fingerprint(
+                    theta=self.theta_last, X=self.X, y=self.y, w=self.w, tau0=self.tau0, **self.settings
+                ),
+            )
+
+    def no_flow(self, out: str) -> bool:
+        """GD has no flow: write its flow.nc (:func:`_no_flow`) and say so."""
+        if self.cfg["algorithm"]["name"] != "gd":
+            return False
+        _no_flow(self.regime, self.cfg, self.sgd, self.X, self.w, out)
+        return True
+
+    def report(self, r: int, res, secs: float) -> None:
         if res is None:
-            log.info("%s: replica %d diverged in SGD, no flow", regime, r)
+            log.info("%s: replica %d diverged in SGD, no flow", self.regime, r)
             return
         log.info(
             "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %s, %d f-evals, %.2f s) %s",
-            regime,
+            self.regime,
             r,
             res.status,
             res.tau_end,
@@ -683,40 +742,61 @@ def run_flow_stage(
             "; ".join(res.notes),
         )
 
-    settings = dict(tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"])
-    ckpt = None
-    if checkpoint_path:
-        ckpt = FlowCheckpoint(
-            checkpoint_path,
-            regime=regime,
-            config_sha256=regime_sha256(job_config(cfg)),
-            code=code_version("run_flow"),
-            inputs=fingerprint(theta=theta_last, X=X, y=y, w=w, tau0=tau0, **settings),
+    def run(self, thetas: np.ndarray, ckpt, on_result) -> list:
+        """The flows from ``thetas`` (this job's problem and settings), one process per thread."""
+        return run_flows(
+            self.act,
+            thetas,
+            self.X,
+            self.y,
+            self.w,
+            workers=thread_budget(),  # the rule's threads: one flow process each
+            on_result=on_result,
+            checkpoint=ckpt,
+            **self.settings,
+            z_star=self.z_star,
+            F_star=self.F_star,
         )
-    t0 = time.monotonic()
-    results = run_flows(
-        act,
-        theta_last,
-        X,
-        y,
-        w,
-        workers=workers,
-        on_result=report,
-        checkpoint=ckpt,
-        **settings,
-        z_star=z_star,
-        F_star=F_star,
-    )
-    n_run = sum(r is not None for r in results)
-    log.info(
-        "%s: flow for %d replicas in %.1f s with %d process(es) (%.2f s per replica)",
-        regime,
-        n_run,
-        time.monotonic() - t0,
-        min(workers, max(n_run, 1)),
-        (time.monotonic() - t0) / max(n_run, 1),
-    )
-    R, (m, d) = len(results), theta_last.shape[1:]
+
+    def log_time(self, n_run: int, secs: float) -> None:
+        log.info(
+            "%s: flow for %d replicas in %.1f s with %d process(es) (%.2f s per replica)",
+            self.regime,
+            n_run,
+            secs,
+            min(thread_budget(), max(n_run, 1)),
+            secs / max(n_run, 1),
+        )
+
+    def write(self, results: list, out: str) -> None:
+        _write_flow(self.regime, self.cfg, self.act, self.X, self.y, self.w, self.tau0, results, out)
+        if self.ckpt is not None:
+            self.ckpt.clear()
+
+
+class _Checkpoints:
+    """Several points' flow checkpoints seen as one over their replicas laid end to end (R each)."""
+
+    def __init__(self, ckpts: list, R: int):
+        self.ckpts, self.R = ckpts, R
+
+    def load(self) -> dict:
+        return {
+            p * self.R + r: res
+            for p, c in enumerate(self.ckpts)
+            if c is not None
+            for r, res in c.load().items()
+        }
+
+    def save(self, r: int, res) -> None:
+        if (c := self.ckpts[r // self.R]) is not None:
+            c.save(r % self.R, res)
+
+
+def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list, out: str) -> None:
+    """flow.nc from one regime's flow results (None for a replica that diverged in SGD)."""
+    f = cfg["flow"]
+    R, m, d = len(results), cfg["m"], cfg["d"]
     # every replica diverged in SGD: no flow ran; the records stay NaN on the usual τ grid
     offsets = next((r.tau for r in results if r is not None), record_offsets(f["tau_max"], f["records"]))
     T = offsets.size
@@ -778,8 +858,6 @@ def run_flow_stage(
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
     storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
-    if ckpt is not None:
-        ckpt.clear()
 
 
 NO_FLOW = "not_applicable"

@@ -9,7 +9,7 @@ stable: a point's name depends only on its own values, so adding a grid value ad
 jobs for the new points only). ``mode: zip`` pairs the lists instead of crossing them.
 ``point_figures`` says whether each grid point gets its own figures: ``auto`` (the default)
 draws them for sweeps of at most ``POINT_FIGURES_MAX`` points; the phase diagram is always drawn.
-``group_size`` (default ``GROUP_SIZE``) grid points, consecutive in grid order, share one job per
+``group_size`` (default ``GROUP_SIZE``) grid points, consecutive in name order, share one job per
 stage (:func:`groups`); ``group_size: 1`` gives every point its own jobs.
 """
 
@@ -116,8 +116,9 @@ def representatives(regimes: dict[str, dict]) -> list[str]:
 
 
 def groups(regimes: dict[str, dict]) -> dict[str, list[list[str]]]:
-    """{sweep base: its grid points in chunks of at most ``group_size``, in grid order}, for the
-    sweeps whose ``group_size`` is above 1 (each chunk is one job per stage)."""
+    """{sweep base: its grid points in chunks of at most ``group_size``, in name order}, for the
+    sweeps whose ``group_size`` is above 1 (each chunk is one job per stage). Sorted names keep
+    the points of one value of the first axis together."""
     points: dict[str, list[str]] = {}
     size: dict[str, int] = {}
     for name, reg in regimes.items():
@@ -125,4 +126,4 @@ def groups(regimes: dict[str, dict]) -> dict[str, list[list[str]]]:
         if of is not None and of.get("group_size", GROUP_SIZE) > 1:
             points.setdefault(of["base"], []).append(name)
             size[of["base"]] = of.get("group_size", GROUP_SIZE)
-    return {b: [p[i : i + size[b]] for i in range(0, len(p), size[b])] for b, p in points.items()}
+    return {b: [sorted(p)[i : i + size[b]] for i in range(0, len(p), size[b])] for b, p in points.items()}
