@@ -95,9 +95,13 @@ def measure(what: str, points: int, tree: str, steps: int, cores: int, keep: Pat
                 shutil.copy(phase, keep / f"sw_phase_{points}_{tree}.png")
                 shutil.copy(work / "results" / "sweeps" / "sw.csv", keep / f"sw_{points}_{tree}.csv")
                 if (work / "benchmarks" / "out").is_dir():  # Snakemake's per-job time and memory
-                    shutil.copytree(work / "benchmarks" / "out", keep / f"jobs_{points}_{tree}", dirs_exist_ok=True)
+                    shutil.copytree(
+                        work / "benchmarks" / "out", keep / f"jobs_{points}_{tree}", dirs_exist_ok=True
+                    )
                 if (work / "logs" / "sweeps").is_dir():
-                    shutil.copytree(work / "logs" / "sweeps", keep / f"logs_{points}_{tree}", dirs_exist_ok=True)
+                    shutil.copytree(
+                        work / "logs" / "sweeps", keep / f"logs_{points}_{tree}", dirs_exist_ok=True
+                    )
         return {"what": what, "tree": tree, "points": points, "cores": cores, **r}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
