@@ -60,6 +60,8 @@ def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
     cmd = ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %e %M"]
     cmd += [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
     cmd += ["--replace-workflow-config", "--config", f"regimes_file={regimes}", *extra]
+    if "-n" not in extra:  # Snakemake's scheduler rounds (docs/performance.md, "Sweeps")
+        cmd += ["--max-jobs-per-timespan", TIMESPAN]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -74,6 +76,9 @@ def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
     }
 
 
+# Snakemake re-evaluates its schedule one timespan after each round, and each round starts another
+# such timer: with its default (100/1s) the rounds per second grow with the jobs finished so far
+TIMESPAN = "1000/60s"
 TREES = {"new": None, "old": 1}  # group_size: the default, or one job per grid point
 
 
