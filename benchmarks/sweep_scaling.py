@@ -117,8 +117,8 @@ def table(path: Path) -> str:
     last = {(r["what"], r["points"], r["tree"]): r for r in rows}  # the latest of each
     out = [
         "| measurement | points | jobs old / new | CPU s old | CPU s new | wall s old | wall s new "
-        "| old / new (wall) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| old / new (CPU) | old / new (wall) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for what, points in sorted({(w, p) for w, p, _ in last}, key=lambda k: (k[0] != "dry", k[1])):
         old, new = last.get((what, points, "old")), last.get((what, points, "new"))
@@ -127,10 +127,11 @@ def table(path: Path) -> str:
             return "–" if r is None else f"{r[k]:g}"
 
         ratio = "–" if old is None or new is None else f"{old['wall_s'] / new['wall_s']:.1f}×"
+        cpu = "–" if old is None or new is None else f"{old['cpu_s'] / new['cpu_s']:.1f}×"
         jobs = f"{cell(old, 'jobs')} / {cell(new, 'jobs')}"
         out.append(
             f"| {what} | {points} | {jobs} | {cell(old, 'cpu_s')} | {cell(new, 'cpu_s')} "
-            f"| {cell(old, 'wall_s')} | {cell(new, 'wall_s')} | {ratio} |"
+            f"| {cell(old, 'wall_s')} | {cell(new, 'wall_s')} | {cpu} | {ratio} |"
         )
     return "\n".join(out)
 
