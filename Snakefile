@@ -19,6 +19,7 @@ include: "workflow/rules/sgd.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/brute_force.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/sweep_groups.smk"
 include: "workflow/rules/figures.smk"
 
 

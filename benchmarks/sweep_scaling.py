@@ -1,19 +1,20 @@
-"""What an (η, σ) sweep costs in the pipeline, old workflow against this one, side by side.
+"""What an (η, σ) sweep costs in the pipeline, grouped jobs against one job per grid point.
 
 Every sweep is on fig1a's problem (m, d, n = 10, 3, 3, data seed 6) with 16 replicas and 10⁵ SGD
 steps per grid point, η log-spaced in [0.01, 0.1] and σ in [0.01, 0.3], given to Snakemake as the
-only regimes (``--replace-workflow-config --config regimes_file=...``). ``old`` is the workflow
-and library at ``--old-rev`` (exported with ``git archive``; its own ``src/`` comes first on
-``PYTHONPATH``), ``new`` the working tree. Each measurement is a fresh Snakemake process timed by
-``/usr/bin/time``: user + system CPU seconds of it and all its jobs, wall seconds, peak memory.
+only regime (``--replace-workflow-config --config regimes_file=...``). ``new`` runs it with the
+default ``group_size`` (64 grid points per job and stage, the points of a job in one SGD call);
+``old`` with ``group_size: 1``, one job per grid point and stage, as before grouping. Each
+measurement is a fresh Snakemake process timed by ``/usr/bin/time``: user + system CPU seconds of
+it and all its jobs, wall seconds, peak memory of the largest process.
 
-- ``dry``: ``snakemake -n`` (the DAG alone) for ``--dry-points`` (default 10, 100 and 1000 points);
-- ``run``: the whole sweep (data, SGD, flow, comparison, figures, phase diagram) from an empty
-  folder on ``--cores`` cores for ``--run-points`` points (default 10; 0 skips it), after an
-  untimed one-point warm-up in the same tree (numba's compiled kernel cached).
+- ``dry``: ``snakemake -n`` (the DAG alone);
+- ``run``: the whole sweep (data, SGD, flow, comparison, tables, phase diagram) from an empty
+  folder on ``--cores`` cores, after an untimed one-point warm-up (numba's compiled kernel cached).
 
-One JSON line per measurement, then the old/new ratios. Run under the shared lock:
-``flock /tmp/s2/bench.lock python benchmarks/sweep_scaling.py [--run-points 10]``.
+One JSON line per measurement (also appended to ``--out``); ``--table FILE`` prints the Markdown
+table of a file of such lines, with the old/new ratios. Keep each locked run short, e.g.
+``flock /tmp/s3/bench.lock python benchmarks/sweep_scaling.py --what run --points 100 --tree new``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -42,24 +42,27 @@ def grid(points: int) -> tuple[list[float], list[float]]:
     return eta, sigma
 
 
-def regimes_file(folder: Path, points: int, steps: int, replicas: int = 16) -> Path:
+def regimes_file(folder: Path, points: int, steps: int, group_size: int | None, replicas: int = 16) -> Path:
     eta, sigma = grid(points)
-    path = folder / f"sweep{points}_{steps}_{replicas}.yaml"
+    path = folder / f"sweep{points}_{steps}_{replicas}_{group_size}.yaml"
+    group = "" if group_size is None else f", group_size: {group_size}"
     path.write_text(
         "regimes:\n  sw:\n    m: 10\n    d: 3\n    n: 3\n    eta: 0.05\n    sigma: 0.03\n"
         f"    replicas: {replicas}\n    data: {{seed: 6}}\n    sgd: {{steps: {steps}}}\n"
-        f"    sweep: {{mode: product, eta: {eta}, sigma: {sigma}}}\n"
+        f"    sweep: {{mode: product, eta: {eta}, sigma: {sigma}{group}}}\n"
     )
     return path
 
 
-def timed_snakemake(tree: Path, work: Path, regimes: Path, extra: list[str], env: dict) -> dict:
+def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     stats = work / ".time"
     cmd = ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %e %M"]
-    cmd += [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "-d", str(work)]
+    cmd += [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
     cmd += ["--replace-workflow-config", "--config", f"regimes_file={regimes}", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if "-n" not in extra:  # Snakemake's scheduler rounds (docs/performance.md, "Sweeps")
+        cmd += ["--max-jobs-per-timespan", TIMESPAN]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     user, system, wall, rss = stats.read_text().split()[-4:]
@@ -73,57 +76,87 @@ def timed_snakemake(tree: Path, work: Path, regimes: Path, extra: list[str], env
     }
 
 
+# Snakemake re-evaluates its schedule one timespan after each round, and each round starts another
+# such timer: with its default (100/1s) the rounds per second grow with the jobs finished so far
+TIMESPAN = "1000/60s"
+TREES = {"new": None, "old": 1}  # group_size: the default, or one job per grid point
+
+
+def measure(what: str, points: int, tree: str, steps: int, cores: int, keep: Path | None) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="sweep_scaling_"))
+    try:
+        reg = regimes_file(tmp, points, steps, TREES[tree])
+        if what == "dry":
+            r = timed_snakemake(tmp / "work", reg, ["-n"])
+        else:
+            warm = regimes_file(tmp, 1, 1000, TREES[tree], replicas=2)
+            timed_snakemake(tmp / "warm", warm, ["--cores", str(cores)])
+            work = tmp / "work"
+            r = timed_snakemake(work, reg, ["--cores", str(cores)])
+            phase = work / "results" / "figures" / "sw_phase.png"
+            assert phase.exists()
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(phase, keep / f"sw_phase_{points}_{tree}.png")
+                shutil.copy(work / "results" / "sweeps" / "sw.csv", keep / f"sw_{points}_{tree}.csv")
+                if (work / "benchmarks" / "out").is_dir():  # Snakemake's per-job time and memory
+                    shutil.copytree(
+                        work / "benchmarks" / "out", keep / f"jobs_{points}_{tree}", dirs_exist_ok=True
+                    )
+                if (work / "logs" / "sweeps").is_dir():
+                    shutil.copytree(
+                        work / "logs" / "sweeps", keep / f"logs_{points}_{tree}", dirs_exist_ok=True
+                    )
+        return {"what": what, "tree": tree, "points": points, "cores": cores, **r}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(path: Path) -> str:
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    last = {(r["what"], r["points"], r["tree"]): r for r in rows}  # the latest of each
+    out = [
+        "| measurement | points | jobs old / new | CPU s old | CPU s new | wall s old | wall s new "
+        "| old / new (CPU) | old / new (wall) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for what, points in sorted({(w, p) for w, p, _ in last}, key=lambda k: (k[0] != "dry", k[1])):
+        old, new = last.get((what, points, "old")), last.get((what, points, "new"))
+
+        def cell(r, k):
+            return "–" if r is None else f"{r[k]:g}"
+
+        ratio = "–" if old is None or new is None else f"{old['wall_s'] / new['wall_s']:.1f}×"
+        cpu = "–" if old is None or new is None else f"{old['cpu_s'] / new['cpu_s']:.1f}×"
+        jobs = f"{cell(old, 'jobs')} / {cell(new, 'jobs')}"
+        out.append(
+            f"| {what} | {points} | {jobs} | {cell(old, 'cpu_s')} | {cell(new, 'cpu_s')} "
+            f"| {cell(old, 'wall_s')} | {cell(new, 'wall_s')} | {cpu} | {ratio} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--old-rev", default="7ce2a1c")
-    ap.add_argument("--dry-points", type=int, nargs="*", default=[10, 100, 1000])
-    ap.add_argument("--run-points", type=int, default=10)
+    ap.add_argument("--what", choices=["dry", "run"], default="dry")
+    ap.add_argument("--points", type=int, nargs="*", default=[10, 100, 1000])
+    ap.add_argument("--tree", choices=list(TREES), nargs="*", default=list(TREES))
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "sweep_scaling.jsonl")
+    ap.add_argument("--keep", type=Path, default=None, help="copy each run's phase diagram and table here")
+    ap.add_argument("--table", type=Path, default=None, help="print the table of a JSON-lines file and stop")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="sweep_scaling_"))
-    old = tmp / "old"
-    old.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", args.old_rev], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    trees = {"old": (old, {**os.environ, "PYTHONPATH": str(old / "src")}), "new": (REPO, dict(os.environ))}
-    rows = []
-
-    def record(**row) -> None:
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    for points in args.dry_points:
-        reg = regimes_file(tmp, points, args.steps)
-        for name, (tree, env) in trees.items():
-            work = tmp / f"dry_{name}_{points}"
-            record(what="dry", tree=name, points=points, **timed_snakemake(tree, work, reg, ["-n"], env))
-    if args.run_points:
-        reg = regimes_file(tmp, args.run_points, args.steps)
-        warm = regimes_file(tmp, 1, 1000, replicas=2)
-        for name, (tree, env) in trees.items():
-            timed_snakemake(tree, tmp / f"warm_{name}", warm, ["--cores", str(args.cores)], env)
-            work = tmp / f"run_{name}"
-            r = timed_snakemake(tree, work, reg, ["--cores", str(args.cores)], env)
-            assert (work / "results" / "figures" / "sw_phase.png").exists()
-            record(what="run", tree=name, points=args.run_points, **r)
-            shutil.copy(work / "results" / "figures" / "sw_phase.png", tmp / f"sw_phase_{name}.png")
-    for what, points in {(r["what"], r["points"]) for r in rows}:
-        pair = {r["tree"]: r for r in rows if r["what"] == what and r["points"] == points}
-        if len(pair) == 2:
-            print(
-                json.dumps(
-                    {
-                        "what": what,
-                        "points": points,
-                        "cpu_ratio_old_over_new": round(pair["old"]["cpu_s"] / pair["new"]["cpu_s"], 2),
-                        "wall_ratio_old_over_new": round(pair["old"]["wall_s"] / pair["new"]["wall_s"], 2),
-                    }
-                )
-            )
-    print(json.dumps({"folder": str(tmp)}))
+    if args.table is not None:
+        print(table(args.table))
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for points in args.points:
+        for tree in args.tree:
+            row = measure(args.what, points, tree, args.steps, args.cores, args.keep)
+            print(json.dumps(row), flush=True)
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

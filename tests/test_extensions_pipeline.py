@@ -40,6 +40,21 @@ def test_every_extension_regime_has_its_outputs(ext_run):
     assert set(summary["regime"]) == set(regimes)
 
 
+def test_sweep_chunks_ran_as_one_job_per_stage(ext_run):
+    """group_size 3 over 4 points: two jobs per stage, the first running its points' SGD as one call."""
+    logs = ext_run.parent / "logs" / "sweeps" / "x_sweep"
+    assert sorted(p.name for p in logs.iterdir()) == ["group000", "group001"]
+    for stage in ("make_data", "run_sgd", "run_flow", "compare"):
+        assert (logs / "group000" / f"{stage}.log").exists() and (logs / "group001" / f"{stage}.log").exists()
+    assert (
+        "300 steps x 6 replicas (3 points x 2) in one call" in (logs / "group000" / "run_sgd.log").read_text()
+    )
+    point_logs = ext_run.parent / "logs" / "x_sweep__eta-0p02__sigma-0p1"
+    assert sorted(p.name for p in point_logs.iterdir()) == ["figures.log"]  # no per-point stage jobs
+    for r in ("x_sweep__eta-0p02__sigma-0p1", "x_sweep__eta-0p05__sigma-0p2"):
+        assert (ext_run / r / "comparison.html").stat().st_size > 500
+
+
 def test_out_of_theory_activation_is_flagged(ext_run):
     cmp_ = xr.open_dataset(ext_run / "x_tanh" / "comparison.nc")
     assert cmp_.attrs["theorem2_applicable"] == 0 and "tanh" in cmp_.attrs["theorem2_reason"]

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd
+import pytest
 
 from simbias import figures, stages
 
@@ -46,3 +47,35 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
     # the one point that ran reached the Theorem 2 minimum: its F − F* is round-off, and said so
     assert abs(table["gap"].iloc[0]) <= table["gap_floor"].iloc[0]
     assert any("0 to round-off everywhere" in t for t in texts)
+
+
+@pytest.mark.parametrize("n_eta", [12, 13])
+def test_phase_diagram_writes_cell_values_only_while_readable(tmp_path, monkeypatch, n_eta):
+    """12 x 12 cells carry their values; 13 x 12 only colours (a 1000-point grid was unreadable)."""
+    rows = [
+        {
+            "regime": f"sw{i}_{j}",
+            "eta": 0.01 * (i + 1),
+            "sigma": 0.1 * (j + 1),
+            "replicas": 2,
+            "diverged": 0,
+            "rank_sgd": 3.0 - (i + j > 14),
+            "rank_flow": 1.0,
+            "gap": 1e-3 * i,
+            "gap_is_F": False,
+            "gap_floor": 1e-14,
+        }
+        for i in range(n_eta)
+        for j in range(12)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "sw.csv", index=False)
+    texts = []
+    real_save = figures._save
+
+    def save(fig, png, pdf):
+        texts.append([len(ax.texts) for ax in fig.axes[:3]])  # the three heatmaps (then their colour bars)
+        real_save(fig, png, pdf)
+
+    monkeypatch.setattr(figures, "_save", save)
+    figures.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
+    assert texts == [[n_eta * 12] * 3 if n_eta * 12 <= figures.PHASE_ANNOTATE_MAX else [0] * 3]

@@ -73,3 +73,21 @@ def test_point_figures_auto_off_past_the_documented_size_and_never_a_rerun():
     # the switch is operational: the jobs' params (and config_sha256) do not carry it
     one = next(iter(small.values()))
     assert "point_figures" not in job_config(one)["sweep_of"] and one["sweep_of"]["point_figures"]
+
+
+def test_groups_chunk_grid_order_and_group_size_is_operational():
+    from simbias.config import ConfigError, job_config, validate_config
+
+    reg = dict(BASE, sweep={"eta": [0.01, 0.02, 0.03], "sigma": [0.1, 0.2], "group_size": 4})
+    out = sweeps.expand({"s": reg, "plain": BASE})
+    chunks = sweeps.groups(out)
+    assert list(chunks) == ["s"] and [len(c) for c in chunks["s"]] == [4, 2]
+    assert sum(chunks["s"], []) == sorted(n for n in out if n != "plain")  # name order, each point once
+    assert chunks["s"][0][:2] == ["s__eta-0p01__sigma-0p1", "s__eta-0p01__sigma-0p2"]  # an η row together
+    assert sweeps.groups(sweeps.expand({"s": dict(reg, sweep=dict(reg["sweep"], group_size=1))})) == {}
+    default = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01] * 1 + [0.02]})})
+    assert sweeps.groups(default)["s"] == [list(default)]  # GROUP_SIZE (64) holds both
+    assert "group_size" not in job_config(out["s__eta-0p01__sigma-0p1"])["sweep_of"]
+    for bad, why in ((0, "must be ≥ 1, got 0"), (2.5, "must be a whole number")):
+        with pytest.raises(ConfigError, match=rf"^regime 's', field 'sweep.group_size': {why}"):
+            validate_config({"regimes": {"s": dict(BASE, sweep={"eta": [0.1], "group_size": bad})}})

@@ -34,7 +34,8 @@ DATA_FIELDS = ("m", "d", "n", "replicas", "data", "labels", "weights", "init")
 # kept out of the jobs' params (changing them reruns nothing) and out of config_sha256.
 OPERATIONAL_FIELDS = {
     "sgd": ("checkpoint_every_steps", "checkpoint_every_seconds"),
-    "sweep_of": ("point_figures",),  # whether a grid point's own figures are drawn
+    # whether a grid point's own figures are drawn; how many points one job runs
+    "sweep_of": ("point_figures", "group_size"),
 }
 
 # Regime names that would collide with other folders under results/ (folder -> what it holds).

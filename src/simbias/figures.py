@@ -599,6 +599,11 @@ def gd_structure(regime, cfg, inputs, png, pdf) -> None:
     _save(fig, png, pdf)
 
 
+# a phase diagram writes each cell's value in it up to this many cells (12 x 12); past that the
+# colours alone, and the tick labels thinned to what fits
+PHASE_ANNOTATE_MAX = 144
+
+
 def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
     """Final effective rank and sharpness gap (or F) over the first two sweep axes, from the
     sweep's table (one row per grid point, :func:`simbias.stages.sweep_table`)."""
@@ -641,11 +646,16 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
                     same = f"0 to round-off everywhere: |F − F*| ≤ {GAP_FLOOR_REL:g}·F*"
                     lo, hi = -float(table["gap_floor"].max()), float(table["gap_floor"].max())
                 title += f"\n({same})"
+            few = grid.size <= PHASE_ANNOTATE_MAX  # numbers in the cells only while they can be read
+            grid = grid.set_axis([f"{v:.3g}" for v in grid.index], axis=0)
+            grid = grid.set_axis([f"{v:.3g}" for v in grid.columns], axis=1)
             sns.heatmap(
                 grid,
-                annot=annot,
+                annot=annot.values if few else False,
                 fmt=fmt,
                 ax=ax,
+                xticklabels="auto",
+                yticklabels="auto",
                 cmap="viridis",
                 vmin=lo,
                 vmax=hi,

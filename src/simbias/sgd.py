@@ -73,6 +73,7 @@ def label_noise_sgd(
     checkpoint: Any | None = None,
     sam_rho: float | None = None,
     sam_order: str = "random",
+    replicas: np.ndarray | None = None,
 ) -> SGDResult:
     """Run label-noise SGD for ``steps`` steps on every replica at once.
 
@@ -95,10 +96,18 @@ def label_noise_sgd(
     1-SAM instead (:mod:`simbias.sam`): one sample per step, in ``sam_order``
     ('random': per-replica streams from ``seed``; 'cyclic'), ascent radius ρ;
     ``sigma`` is then unused.
+
+    ``replicas`` (R,) are the replicas' ids in the noise stream (default 0..R−1): a run
+    holding P grid points of R replicas each passes ``tile(arange(R), P)``, so every point
+    draws the noise its own run would (docs/noise_stream.md).
     """
     R, m, d = theta0.shape
     n = X.shape[0]
-    replicas = np.arange(R, dtype=np.int64)
+    if replicas is None:
+        replicas = np.arange(R, dtype=np.int64)
+    replicas = np.asarray(replicas, dtype=np.int64)
+    if replicas.shape != (R,):
+        raise ValueError(f"replicas: {R} ids needed (one per replica), got shape {replicas.shape}")
     if sam_rho is None:
         seg, kernel = select_advance(xp, act, dtype, cpu_kernel, shape=(m, d, n))
 
@@ -183,6 +192,7 @@ def label_noise_sgd(
             sam=None if sam_rho is None else [float(sam_rho), sam_order],
             xp=xp.__name__,
             kernel=kernel,
+            replicas=[int(r) for r in replicas],
         )
         state = checkpoint.load()
     if state is not None:

@@ -6,6 +6,7 @@ follows the output contract (docs/outputs.md).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
 from .flow import record_offsets, run_flows, thread_budget
 from .flow_checkpoint import FlowCheckpoint
-from .sgd import label_noise_sgd, record_schedule, tau_of_step
+from .sgd import SGDResult, label_noise_sgd, record_schedule, tau_of_step
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,39 @@ def run_sgd(
     finished = _finished_sgd(checkpoint_path, regime, cfg, data_path)
     if finished is not None and finished.reuse(out):
         return
-    try:  # before any work: `backend: cupy` without a usable GPU stops here
+    xp, backend = _sgd_backend(regime, cfg)
+    data, X, y, w = _inputs(data_path)
+    ckpt = _sgd_checkpoint(
+        checkpoint_path,
+        checkpoint_every_steps,
+        checkpoint_every_seconds,
+        {
+            "regime": regime,
+            "config_sha256": regime_sha256(job_config(cfg)),
+            "code": code_version("run_sgd"),
+            "backend": backend,
+        },
+    )
+    t0 = time.monotonic()
+    res = _label_noise_sgd(xp, cfg, data["theta0"].values, X, y, w, cfg["eta"], cfg["sigma"], regime, ckpt)
+    log.info(
+        "%s: %d steps x %d replicas in %.1f s%s",
+        regime,
+        cfg["sgd"]["steps"],
+        cfg["replicas"],
+        time.monotonic() - t0,
+        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
+    )
+    _write_sgd(regime, cfg, res, xp, backend, data["theta0"].values, X, y, w, out, finished)
+    if ckpt is not None:
+        ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
+    if pause := os.environ.get("SIMBIAS_FAULT_PAUSE_AFTER_SGD_WRITE"):  # fault tests only
+        time.sleep(float(pause))
+
+
+def _sgd_backend(regime: str, cfg: dict):
+    """The array module and backend name; `backend: cupy` without a usable GPU stops here."""
+    try:
         xp, backend = get_backend(cfg["backend"])
     except RuntimeError as exc:
         raise RuntimeError(
@@ -191,59 +224,52 @@ def run_sgd(
             "where there is no GPU) or numpy"
         ) from None
     log.info("%s: backend %s (requested %s), dtype %s", regime, backend, cfg["backend"], cfg["dtype"])
-    data, X, y, w = _inputs(data_path)
-    act = make_activation(cfg["activation"])
-    s = cfg["sgd"]
+    return xp, backend
+
+
+def _sgd_checkpoint(path: str | None, every_steps: int, every_seconds: float, key: dict):
+    if not path:
+        return None
+    return SGDCheckpoint(path, every_steps=every_steps, every_seconds=every_seconds, fingerprint=key)
+
+
+def _label_noise_sgd(xp, cfg: dict, theta0, X, y, w, eta, sigma, label: str, ckpt, replicas=None):
+    """The regime's SGD (or 1-SAM) run from θ0, with η and σ numbers or one per replica."""
+    s, alg = cfg["sgd"], cfg["algorithm"]
     steps = np.union1d(
         record_schedule(s["steps"], s["log_points"], s["linear_points"]),
         np.asarray(s.get("record_steps", []), dtype=np.int64),
     )
-    ckpt = None
-    if checkpoint_path:
-        ckpt = SGDCheckpoint(
-            checkpoint_path,
-            every_steps=checkpoint_every_steps,
-            every_seconds=checkpoint_every_seconds,
-            fingerprint={
-                "regime": regime,
-                "config_sha256": regime_sha256(job_config(cfg)),
-                "code": code_version("run_sgd"),
-                "backend": backend,
-            },
-        )
-    alg = cfg["algorithm"]
-    t0 = time.monotonic()
     res = label_noise_sgd(
         xp,
-        act,
-        data["theta0"].values,
+        make_activation(cfg["activation"]),
+        theta0,
         X,
         y,
         w,
-        eta=cfg["eta"],
-        sigma=cfg["sigma"],
+        eta=eta,
+        sigma=sigma,
         steps=s["steps"],
         record_steps=steps,
         seed=s["seed"],
         dtype=cfg["dtype"],
         loss_bound=s["loss_bound"],
-        progress=lambda msg: log.info("%s: %s", regime, msg),
+        progress=lambda msg: log.info("%s: %s", label, msg),
         checkpoint=ckpt,
         sam_rho=alg["rho"] if alg["name"] == "one_sam" else None,
         sam_order=alg["order"],
+        replicas=replicas,
     )
+    return res
+
+
+def _write_sgd(regime: str, cfg: dict, res, xp, backend: str, theta0, X, y, w, out: str, finished) -> None:
+    """sgd.nc from one regime's records: the last-step divergence rule, why a regime failed."""
+    s, alg = cfg["sgd"], cfg["algorithm"]
     flag_final_divergence(res, s["loss_bound"], s["steps"])
-    log.info(
-        "%s: %d steps x %d replicas in %.1f s%s",
-        regime,
-        s["steps"],
-        cfg["replicas"],
-        time.monotonic() - t0,
-        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
-    )
     failure = ""
     if res.diverged.all():  # the regime failed: say why, but do not block the other regimes' aggregates
-        est = _largest_stable_eta(xp, act, data["theta0"].values, X, y, w, cfg)
+        est = _largest_stable_eta(xp, make_activation(cfg["activation"]), theta0, X, y, w, cfg)
         failure = _all_diverged_message(regime, cfg, res, res.loss[:, 0], est)
         log.error("%s", failure)
     elif res.diverged.any():
@@ -264,10 +290,195 @@ def run_sgd(
     storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
     if finished is not None:
         finished.keep(out)
+
+
+def _fused_key(cfg: dict) -> str | None:
+    """What grid points must share to run as one SGD call (all but η and σ); None: never fused
+    (1-SAM keeps its own loop per point)."""
+    if cfg["algorithm"]["name"] == "one_sam":
+        return None
+    rest = {k: v for k, v in job_config(cfg).items() if k not in ("eta", "sigma", "sweep_of", "description")}
+    return json.dumps(rest, sort_keys=True)
+
+
+def point_replica_ids(points: int, replicas: int) -> np.ndarray:
+    """Noise-stream ids of P grid points × R replicas run as one: each point's replicas are
+    0..R−1, the ids its own run would use (docs/noise_stream.md)."""
+    return np.tile(np.arange(replicas, dtype=np.int64), points)
+
+
+def run_sgd_group(
+    regimes: list[str],
+    cfgs: dict[str, dict],
+    data_paths: list[str],
+    outs: list[str],
+    checkpoint_path: str | None = None,
+    checkpoint_every_steps: int = 0,
+    checkpoint_every_seconds: float = 0.0,
+) -> None:
+    """sgd.nc of several grid points of a sweep, in one process.
+
+    Points that share everything but η and σ (same problem, data, θ0 distribution, seeds,
+    steps, records, dtype) run as ONE call of the SGD loop: P points × R replicas, each
+    replica with its own η and σ and the noise-stream id it has in its point's own run
+    (:func:`point_replica_ids`), so every point's sgd.nc holds the numbers :func:`run_sgd`
+    writes for it alone. Other points (1-SAM, or a different problem) run one after another.
+    ``checkpoint_path`` names a folder: one checkpoint per fused call, one finished link per point.
+    """
+    todo: dict[str | None, list[int]] = {}
+    finished = {}
+    ckpt_dir = Path(checkpoint_path) if checkpoint_path else None
+    for i, regime in enumerate(regimes):
+        cfg = cfgs[regime]
+        fin = None
+        if ckpt_dir is not None:
+            fin = _finished_sgd(str(ckpt_dir / regime / "run_sgd.npz"), regime, cfg, data_paths[i])
+            if fin.reuse(outs[i]):
+                continue
+        finished[i] = fin
+        todo.setdefault(_fused_key(cfg) or f"alone:{i}", []).append(i)
+    for idx in todo.values():
+        if len(idx) == 1:
+            for i in idx:
+                run_sgd(
+                    regimes[i],
+                    cfgs[regimes[i]],
+                    data_paths[i],
+                    outs[i],
+                    None if ckpt_dir is None else str(ckpt_dir / regimes[i] / "run_sgd.npz"),
+                    checkpoint_every_steps,
+                    checkpoint_every_seconds,
+                )
+            continue
+        _run_fused(
+            [regimes[i] for i in idx],
+            cfgs,
+            [data_paths[i] for i in idx],
+            [outs[i] for i in idx],
+            [finished[i] for i in idx],
+            ckpt_dir,
+            checkpoint_every_steps,
+            checkpoint_every_seconds,
+        )
+
+
+def make_data_group(regimes: list[str], cfgs: dict[str, dict], outs: list[str]) -> None:
+    """data.nc of several grid points in one process (:func:`make_data` for each)."""
+    for regime, out in zip(regimes, outs, strict=True):
+        make_data(regime, cfgs[regime], out)
+
+
+def run_flow_group(
+    regimes: list[str],
+    cfgs: dict[str, dict],
+    data_paths: list[str],
+    sgd_paths: list[str],
+    outs: list[str],
+    checkpoint_dir: str | None = None,
+) -> None:
+    """flow.nc of several grid points in one process. The flows of points that differ only in
+    η and σ (the same problem and flow settings) share one pool of worker processes, their
+    replicas laid end to end; each replica's flow is the one :func:`run_flow_stage` runs for
+    it, and each point keeps its checkpoint folder ``checkpoint_dir/{point}/run_flow``."""
+    parts: dict[str, list] = {}
+    for i, regime in enumerate(regimes):
+        ckpt = None if checkpoint_dir is None else str(Path(checkpoint_dir) / regime / "run_flow")
+        job = _FlowJob(regime, cfgs[regime], data_paths[i], sgd_paths[i], ckpt)
+        if not job.no_flow(outs[i]):
+            parts.setdefault(_fused_key(job.cfg) or f"alone:{i}", []).append((job, outs[i]))
+    for part in parts.values():
+        jobs = [j for j, _ in part]
+        first, R = jobs[0], jobs[0].theta_last.shape[0]
+        for j in jobs[1:]:
+            if not all(np.array_equal(getattr(first, a), getattr(j, a)) for a in ("X", "y", "w")):
+                raise RuntimeError(
+                    f"{j.regime}: data.nc differs from {first.regime}'s though their data config is one"
+                )
+
+        def report(r: int, res, secs: float, jobs=jobs, R=R) -> None:
+            jobs[r // R].report(r % R, res, secs)
+
+        t0 = time.monotonic()
+        thetas = np.concatenate([j.theta_last for j in jobs])
+        results = first.run(thetas, _Checkpoints([j.ckpt for j in jobs], R), report)
+        log.info(
+            "%d grid points from %s: flow for %d replicas in one pool, %.1f s",
+            len(jobs),
+            first.regime,
+            len(results) - results.count(None),
+            time.monotonic() - t0,
+        )
+        for p, (job, out) in enumerate(part):
+            job.write(results[p * R : (p + 1) * R], out)
+
+
+def compare_group(
+    regimes: list[str],
+    cfgs: dict[str, dict],
+    paths: dict[str, list[str]],
+    brute_paths: dict[str, str],
+) -> None:
+    """comparison.nc, .csv and .html of several grid points in one process (:func:`compare`
+    and :func:`simbias.tables.csv_to_html` for each). ``paths`` holds one list per kind
+    (data, sgd, flow, nc, csv, html) in the order of ``regimes``."""
+    from .tables import csv_to_html
+
+    for i, regime in enumerate(regimes):
+        data, sgd, flow, nc, csv, html = (paths[k][i] for k in ("data", "sgd", "flow", "nc", "csv", "html"))
+        compare(regime, cfgs[regime], data, sgd, flow, nc, csv, brute_path=brute_paths.get(regime))
+        csv_to_html(csv, html, f"{regime}/comparison")
+
+
+def _run_fused(regimes, cfgs, data_paths, outs, finished, ckpt_dir, every_steps, every_seconds) -> None:
+    """One SGD call for grid points that differ only in η and σ (see :func:`run_sgd_group`)."""
+    first = cfgs[regimes[0]]
+    label = f"{regimes[0]} and {len(regimes) - 1} more grid points"
+    xp, backend = _sgd_backend(regimes[0], first)
+    inputs = [_inputs(p) for p in data_paths]
+    _, X, y, w = inputs[0]
+    for (_, X2, y2, w2), regime in zip(inputs, regimes, strict=True):
+        if not (np.array_equal(X, X2) and np.array_equal(y, y2) and np.array_equal(w, w2)):
+            raise RuntimeError(
+                f"{regime}: data.nc differs from {regimes[0]}'s though their data config is one"
+            )
+    theta0 = np.concatenate([d["theta0"].values for d, *_ in inputs])
+    R, P = first["replicas"], len(regimes)
+    eta = np.repeat([float(cfgs[r]["eta"]) for r in regimes], R)
+    sigma = np.repeat([float(cfgs[r]["sigma"]) for r in regimes], R)
+    key = {
+        "regimes": regimes,
+        "config_sha256": regime_sha256([job_config(cfgs[r]) for r in regimes]),
+        "code": code_version("run_sgd"),
+        "backend": backend,
+    }
+    name = hashlib.sha256(json.dumps(regimes).encode()).hexdigest()[:16]
+    ckpt = _sgd_checkpoint(
+        None if ckpt_dir is None else str(ckpt_dir / f"fused_{name}.npz"), every_steps, every_seconds, key
+    )
+    t0 = time.monotonic()
+    res = _label_noise_sgd(xp, first, theta0, X, y, w, eta, sigma, label, ckpt, point_replica_ids(P, R))
+    log.info(
+        "%s: %d steps x %d replicas (%d points x %d) in one call, %.1f s%s",
+        label,
+        first["sgd"]["steps"],
+        P * R,
+        P,
+        R,
+        time.monotonic() - t0,
+        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
+    )
+    for p, regime in enumerate(regimes):
+        part = slice(p * R, (p + 1) * R)
+        one = SGDResult(
+            **{
+                f.name: (v[part] if isinstance(v, np.ndarray) and f.name != "step" else v)
+                for f in dataclasses.fields(res)
+                for v in [getattr(res, f.name)]
+            }
+        )
+        _write_sgd(regime, cfgs[regime], one, xp, backend, theta0[part], X, y, w, outs[p], finished[p])
     if ckpt is not None:
-        ckpt.clear(empty_parents=2)  # results/.checkpoints/{regime}/ and .checkpoints/
-    if pause := os.environ.get("SIMBIAS_FAULT_PAUSE_AFTER_SGD_WRITE"):  # fault tests only
-        time.sleep(float(pause))
+        ckpt.clear(empty_parents=1)
 
 
 class _FinishedSGD:
@@ -470,27 +681,57 @@ def run_flow_stage(
     rerun after a kill runs only the others and writes the same flow.nc. The folder is
     deleted once flow.nc is written.
     """
-    data, X, y, w = _inputs(data_path)
-    sgd = storage.open_dataset(sgd_path)
-    act = make_activation(cfg["activation"])
-    if cfg["algorithm"]["name"] == "gd":
-        _no_flow(regime, cfg, sgd, X, w, out)
+    job = _FlowJob(regime, cfg, data_path, sgd_path, checkpoint_path)
+    if job.no_flow(out):
         return
-    f = cfg["flow"]
-    z_star, F_star, _ = _targets(act, X, y, w)
-    tau0 = float(sgd["tau"].values[-1])
-    if not np.isfinite(tau0):  # GD has no clock: the flow's own time starts at 0
-        tau0 = 0.0
-    theta_last = sgd["theta"].values[:, -1]
-    workers = thread_budget()  # the rule's threads: one flow process each
+    t0 = time.monotonic()
+    results = job.run(job.theta_last, job.ckpt, job.report)
+    job.log_time(len(results) - results.count(None), time.monotonic() - t0)
+    job.write(results, out)
 
-    def report(r: int, res, secs: float) -> None:
+
+class _FlowJob:
+    """One regime's flow stage: its inputs and settings, then flow.nc from the flows' results."""
+
+    def __init__(self, regime: str, cfg: dict, data_path: str, sgd_path: str, checkpoint_path: str | None):
+        self.regime, self.cfg = regime, cfg
+        _, self.X, self.y, self.w = _inputs(data_path)
+        self.sgd = storage.open_dataset(sgd_path)
+        self.act = make_activation(cfg["activation"])
+        f = cfg["flow"]
+        self.z_star, self.F_star, _ = _targets(self.act, self.X, self.y, self.w)
+        tau0 = float(self.sgd["tau"].values[-1])
+        self.tau0 = tau0 if np.isfinite(tau0) else 0.0  # GD has no clock: the flow's own time starts at 0
+        self.theta_last = self.sgd["theta"].values[:, -1]
+        self.settings = dict(
+            tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"]
+        )
+        self.ckpt = None
+        if checkpoint_path and cfg["algorithm"]["name"] != "gd":
+            self.ckpt = FlowCheckpoint(
+                checkpoint_path,
+                regime=regime,
+                config_sha256=regime_sha256(job_config(cfg)),
+                code=code_version("run_flow"),
+                inputs=fingerprint(
+                    theta=self.theta_last, X=self.X, y=self.y, w=self.w, tau0=self.tau0, **self.settings
+                ),
+            )
+
+    def no_flow(self, out: str) -> bool:
+        """GD has no flow: write its flow.nc (:func:`_no_flow`) and say so."""
+        if self.cfg["algorithm"]["name"] != "gd":
+            return False
+        _no_flow(self.regime, self.cfg, self.sgd, self.X, self.w, out)
+        return True
+
+    def report(self, r: int, res, secs: float) -> None:
         if res is None:
-            log.info("%s: replica %d diverged in SGD, no flow", regime, r)
+            log.info("%s: replica %d diverged in SGD, no flow", self.regime, r)
             return
         log.info(
             "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %s, %d f-evals, %.2f s) %s",
-            regime,
+            self.regime,
             r,
             res.status,
             res.tau_end,
@@ -501,40 +742,61 @@ def run_flow_stage(
             "; ".join(res.notes),
         )
 
-    settings = dict(tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"])
-    ckpt = None
-    if checkpoint_path:
-        ckpt = FlowCheckpoint(
-            checkpoint_path,
-            regime=regime,
-            config_sha256=regime_sha256(job_config(cfg)),
-            code=code_version("run_flow"),
-            inputs=fingerprint(theta=theta_last, X=X, y=y, w=w, tau0=tau0, **settings),
+    def run(self, thetas: np.ndarray, ckpt, on_result) -> list:
+        """The flows from ``thetas`` (this job's problem and settings), one process per thread."""
+        return run_flows(
+            self.act,
+            thetas,
+            self.X,
+            self.y,
+            self.w,
+            workers=thread_budget(),  # the rule's threads: one flow process each
+            on_result=on_result,
+            checkpoint=ckpt,
+            **self.settings,
+            z_star=self.z_star,
+            F_star=self.F_star,
         )
-    t0 = time.monotonic()
-    results = run_flows(
-        act,
-        theta_last,
-        X,
-        y,
-        w,
-        workers=workers,
-        on_result=report,
-        checkpoint=ckpt,
-        **settings,
-        z_star=z_star,
-        F_star=F_star,
-    )
-    n_run = sum(r is not None for r in results)
-    log.info(
-        "%s: flow for %d replicas in %.1f s with %d process(es) (%.2f s per replica)",
-        regime,
-        n_run,
-        time.monotonic() - t0,
-        min(workers, max(n_run, 1)),
-        (time.monotonic() - t0) / max(n_run, 1),
-    )
-    R, (m, d) = len(results), theta_last.shape[1:]
+
+    def log_time(self, n_run: int, secs: float) -> None:
+        log.info(
+            "%s: flow for %d replicas in %.1f s with %d process(es) (%.2f s per replica)",
+            self.regime,
+            n_run,
+            secs,
+            min(thread_budget(), max(n_run, 1)),
+            secs / max(n_run, 1),
+        )
+
+    def write(self, results: list, out: str) -> None:
+        _write_flow(self.regime, self.cfg, self.act, self.X, self.y, self.w, self.tau0, results, out)
+        if self.ckpt is not None:
+            self.ckpt.clear()
+
+
+class _Checkpoints:
+    """Several points' flow checkpoints seen as one over their replicas laid end to end (R each)."""
+
+    def __init__(self, ckpts: list, R: int):
+        self.ckpts, self.R = ckpts, R
+
+    def load(self) -> dict:
+        return {
+            p * self.R + r: res
+            for p, c in enumerate(self.ckpts)
+            if c is not None
+            for r, res in c.load().items()
+        }
+
+    def save(self, r: int, res) -> None:
+        if (c := self.ckpts[r // self.R]) is not None:
+            c.save(r % self.R, res)
+
+
+def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list, out: str) -> None:
+    """flow.nc from one regime's flow results (None for a replica that diverged in SGD)."""
+    f = cfg["flow"]
+    R, m, d = len(results), cfg["m"], cfg["d"]
     # every replica diverged in SGD: no flow ran; the records stay NaN on the usual τ grid
     offsets = next((r.tau for r in results if r is not None), record_offsets(f["tau_max"], f["records"]))
     T = offsets.size
@@ -596,8 +858,6 @@ def run_flow_stage(
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
     storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
-    if ckpt is not None:
-        ckpt.clear()
 
 
 NO_FLOW = "not_applicable"

@@ -9,6 +9,8 @@ stable: a point's name depends only on its own values, so adding a grid value ad
 jobs for the new points only). ``mode: zip`` pairs the lists instead of crossing them.
 ``point_figures`` says whether each grid point gets its own figures: ``auto`` (the default)
 draws them for sweeps of at most ``POINT_FIGURES_MAX`` points; the phase diagram is always drawn.
+``group_size`` (default ``GROUP_SIZE``) grid points, consecutive in name order, share one job per
+stage (:func:`groups`); ``group_size: 1`` gives every point its own jobs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 
 # `point_figures: auto` draws each grid point's own figures up to this many points
 POINT_FIGURES_MAX = 25
+
+# grid points per job of each stage (the sweep's `group_size`, when not given)
+GROUP_SIZE = 64
 
 # sweepable key -> where it lives in a regime's config
 SWEEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -84,6 +89,7 @@ def expand(regimes: dict[str, dict]) -> dict[str, dict]:
                 "point": point,
                 "axes": [k for k in SWEEP_KEYS if k in sweep],
                 "point_figures": figures,
+                "group_size": int(sweep.get("group_size", GROUP_SIZE)),
             }
             pname = point_name(name, point)
             if pname in out or pname in regimes:
@@ -107,3 +113,17 @@ def representatives(regimes: dict[str, dict]) -> list[str]:
             seen.update(keys)
             out.append(name)
     return out
+
+
+def groups(regimes: dict[str, dict]) -> dict[str, list[list[str]]]:
+    """{sweep base: its grid points in chunks of at most ``group_size``, in name order}, for the
+    sweeps whose ``group_size`` is above 1 (each chunk is one job per stage). Sorted names keep
+    the points of one value of the first axis together."""
+    points: dict[str, list[str]] = {}
+    size: dict[str, int] = {}
+    for name, reg in regimes.items():
+        of = reg.get("sweep_of")
+        if of is not None and of.get("group_size", GROUP_SIZE) > 1:
+            points.setdefault(of["base"], []).append(name)
+            size[of["base"]] = of.get("group_size", GROUP_SIZE)
+    return {b: [sorted(p)[i : i + size[b]] for i in range(0, len(p), size[b])] for b, p in points.items()}

@@ -1,9 +1,11 @@
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import update_config
 
+from simbias import sweeps
 from simbias.activations import make_activation, pretty
 from simbias.config import (
     REGIME_NAME,
@@ -117,6 +119,13 @@ SWEEPS = {}
 for _name, _reg in config["regimes"].items():
     if "sweep_of" in _reg:
         SWEEPS.setdefault(_reg["sweep_of"]["base"], []).append(_name)
+# sweep base -> its grid points in chunks, one job per chunk and stage (rules/sweep_groups.smk);
+# sweeps with group_size: 1 are left to the per-point rules
+GROUPS = sweeps.groups(config["regimes"])
+# {regime} of the per-point rules: any regime name but a grouped sweep's grid points
+UNGROUPED = (
+    f"(?!(?:{'|'.join(re.escape(b) for b in GROUPS)})__)" if GROUPS else ""
+) + REGIME_NAME.pattern
 
 
 def summary_groups(target="default"):

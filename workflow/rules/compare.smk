@@ -9,6 +9,8 @@ rule compare:
         csv=f"{RESULTS}/{{regime}}/comparison.csv",
     log:
         "logs/{regime}/compare.log",
+    wildcard_constraints:
+        regime=UNGROUPED,
     params:
         cfg=regime_cfg,
         code=code_version("compare"),
@@ -42,7 +44,7 @@ rule table_html:
     log:
         "logs/tables/{table}.log",
     wildcard_constraints:
-        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({REGIME_NAME.pattern})/comparison",
+        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({UNGROUPED})/comparison",
     localrule: True
     params:
         code=code_version("table_html"),

@@ -3,6 +3,8 @@ rule make_data:
         f"{RESULTS}/{{regime}}/data.nc",
     log:
         "logs/{regime}/make_data.log",
+    wildcard_constraints:
+        regime=UNGROUPED,
     params:
         cfg=regime_data_cfg,
         code=code_version("make_data"),

@@ -8,6 +8,8 @@ rule run_flow:
         "logs/{regime}/run_flow.log",
     benchmark:
         "benchmarks/out/{regime}/run_flow.tsv"
+    wildcard_constraints:
+        regime=UNGROUPED,
     # one flow process per thread over the replicas (simbias.flow.run_flows; Snakemake
     # passes it as OMP_NUM_THREADS and caps it at --cores); Ctrl-C or SIGTERM ends them at once
     threads: 4

@@ -7,6 +7,8 @@ rule run_sgd:
         "logs/{regime}/run_sgd.log",
     benchmark:
         "benchmarks/out/{regime}/run_sgd.tsv"
+    wildcard_constraints:
+        regime=UNGROUPED,
     # the CPU kernel runs one thread per core it is given (OMP_NUM_THREADS, capped at --cores)
     threads: 2
     resources:

@@ -1,0 +1,107 @@
+# A sweep's grid points, `group_size` at a time in grid order, share one job per stage
+# (docs/outputs.md, "Sweeps"): imports, numba's compiled kernel and the flow's worker processes
+# are paid once per chunk, and the points of a chunk that differ only in η and σ run as one SGD
+# call. Every point keeps its own files; the chunk's params hold its points' configs, so an
+# edit reruns the chunks whose points changed. `group_size: 1` leaves a sweep to the per-point
+# rules (data.smk, sgd.smk, flow.smk, compare.smk).
+for _base, _chunks in GROUPS.items():
+    for _k, _pts in enumerate(_chunks):
+        _tag = f"{_base}/group{_k:03d}"
+        _rule = f"{re.sub(r'[^A-Za-z0-9_]', '_', _base)}_group{_k:03d}"
+        _data = [f"{RESULTS}/{p}/data.nc" for p in _pts]
+        _sgd = [f"{RESULTS}/{p}/sgd.nc" for p in _pts]
+        _flow = [f"{RESULTS}/{p}/flow.nc" for p in _pts]
+        _first = SimpleNamespace(regime=_pts[0])
+        _cfgs = {p: job_config(config["regimes"][p]) for p in _pts}
+        _brute = [p for p in _pts if p in BRUTE_FORCE]
+
+        rule:
+            name:
+                f"make_data_{_rule}"
+            output:
+                _data,
+            log:
+                f"logs/sweeps/{_tag}/make_data.log",
+            params:
+                points=_pts,
+                cfgs={p: data_subset(config["regimes"][p]) for p in _pts},
+                code=code_version("make_data"),
+            script:
+                "../scripts/make_data_group.py"
+
+        rule:
+            name:
+                f"run_sgd_{_rule}"
+            input:
+                data=_data,
+            output:
+                _sgd,
+            log:
+                f"logs/sweeps/{_tag}/run_sgd.log",
+            benchmark:
+                f"benchmarks/out/sweeps/{_tag}/run_sgd.tsv"
+            threads: 2
+            resources:
+                gpu=sgd_gpus(_first),
+                checkpoint_every_steps=sgd_setting("checkpoint_every_steps")(_first),
+                checkpoint_every_seconds=sgd_setting("checkpoint_every_seconds")(_first),
+            params:
+                points=_pts,
+                cfgs=_cfgs,
+                code=code_version("run_sgd"),
+                checkpoint=f"{RESULTS}/.checkpoints",
+            script:
+                "../scripts/run_sgd_group.py"
+
+        rule:
+            name:
+                f"run_flow_{_rule}"
+            input:
+                data=_data,
+                sgd=_sgd,
+            output:
+                _flow,
+            log:
+                f"logs/sweeps/{_tag}/run_flow.log",
+            benchmark:
+                f"benchmarks/out/sweeps/{_tag}/run_flow.tsv"
+            threads: 4
+            params:
+                points=_pts,
+                cfgs=_cfgs,
+                code=code_version("run_flow"),
+                checkpoint=f"{RESULTS}/.checkpoints",
+            script:
+                "../scripts/run_flow_group.py"
+
+        rule:
+            name:
+                f"compare_{_rule}"
+            input:
+                data=_data,
+                sgd=_sgd,
+                flow=_flow,
+                brute=[f"{RESULTS}/{p}/brute_force.nc" for p in _brute],
+            output:
+                nc=[f"{RESULTS}/{p}/comparison.nc" for p in _pts],
+                csv=[f"{RESULTS}/{p}/comparison.csv" for p in _pts],
+                html=[
+                    report(
+                        f"{RESULTS}/{p}/comparison.html",
+                        caption="../report/table.rst",
+                        category=p,
+                        subcategory="comparison with theory",
+                        labels={"regime": p, "table": "comparison (per replica)"},
+                    )
+                    for p in _pts
+                ],
+            log:
+                f"logs/sweeps/{_tag}/compare.log",
+            params:
+                points=_pts,
+                cfgs=_cfgs,
+                brute_points=_brute,
+                code=code_version("compare"),
+                table_code=code_version("table_html"),
+            script:
+                "../scripts/compare_group.py"
