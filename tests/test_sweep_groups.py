@@ -96,3 +96,13 @@ def test_grouped_sgd_with_the_wrong_noise_ids_differs(tmp_path, monkeypatch):
     stages.run_sgd_group(names, cfgs, data, outs)
     with pytest.raises(AssertionError):
         _same_data_vars(str(tmp_path / "alone.nc"), outs[1])
+
+
+def test_points_run_as_one_must_hold_the_same_data():
+    """The SGD and flow group jobs refuse to fuse points whose data.nc differ (X, y or w)."""
+    X, y, w = np.ones((2, 3)), np.zeros(2), np.ones(4)
+    stages._check_same_data(["a", "b"], [(X, y, w), (X.copy(), y.copy(), w.copy())])
+    with pytest.raises(RuntimeError, match="b: data.nc differs from a's"):
+        stages._check_same_data(["a", "b"], [(X, y, w), (X, y + 1e-12, w)])
+    with pytest.raises(RuntimeError, match="c: data.nc differs"):
+        stages._check_same_data(["a", "b", "c"], [(X, y, w), (X, y, w), (X, y, 2 * w)])

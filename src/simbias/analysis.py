@@ -7,6 +7,10 @@ import numpy as np
 # A singular value counts towards the rank when it exceeds this fraction of the largest.
 RANK_REL_THRESHOLD = 1e-3
 
+# F − F* below this fraction of F* is round-off (F sums m·n terms in float64): the figures
+# draw it at this floor, and a sweep's table records the floor beside each gap.
+GAP_FLOOR_REL = 1e-12
+
 
 def numerical_rank(sv: np.ndarray, rel: float = RANK_REL_THRESHOLD) -> np.ndarray:
     """Number of singular values above ``rel`` × the largest (last axis; NaN rows give -1)."""

@@ -224,8 +224,7 @@ def _fill_end(a: np.ndarray, end: np.ndarray) -> np.ndarray:
     return out
 
 
-# F − F* below this fraction of F* is round-off (F sums m·n terms in float64): drawn at the floor.
-GAP_FLOOR_REL = 1e-12
+GAP_FLOOR_REL = analysis.GAP_FLOOR_REL  # F − F* below this fraction of F* is drawn at the floor
 
 
 def _shade_below(ax, tau: np.ndarray, gap: np.ndarray, label: str) -> None:

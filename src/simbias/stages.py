@@ -214,6 +214,11 @@ def run_sgd(
         time.sleep(float(pause))
 
 
+def _write_nc(ds: xr.Dataset, cfg: dict, out: str) -> None:
+    """A stage's NetCDF file, its trajectories stored in the regime's ``record_dtype``."""
+    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
+
+
 def _sgd_backend(regime: str, cfg: dict):
     """The array module and backend name; `backend: cupy` without a usable GPU stops here."""
     try:
@@ -240,7 +245,7 @@ def _label_noise_sgd(xp, cfg: dict, theta0, X, y, w, eta, sigma, label: str, ckp
         record_schedule(s["steps"], s["log_points"], s["linear_points"]),
         np.asarray(s.get("record_steps", []), dtype=np.int64),
     )
-    res = label_noise_sgd(
+    return label_noise_sgd(
         xp,
         make_activation(cfg["activation"]),
         theta0,
@@ -260,7 +265,6 @@ def _label_noise_sgd(xp, cfg: dict, theta0, X, y, w, eta, sigma, label: str, ckp
         sam_order=alg["order"],
         replicas=replicas,
     )
-    return res
 
 
 def _write_sgd(regime: str, cfg: dict, res, xp, backend: str, theta0, X, y, w, out: str, finished) -> None:
@@ -287,7 +291,7 @@ def _write_sgd(regime: str, cfg: dict, res, xp, backend: str, theta0, X, y, w, o
     ds.attrs["failure"] = failure  # why the regime failed ('' when it did not)
     if alg["name"] == "one_sam":
         ds.attrs["one_sam_order"] = alg["order"]
-    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
+    _write_nc(ds, cfg, out)
     if finished is not None:
         finished.keep(out)
 
@@ -299,6 +303,15 @@ def _fused_key(cfg: dict) -> str | None:
         return None
     rest = {k: v for k, v in job_config(cfg).items() if k not in ("eta", "sigma", "sweep_of", "description")}
     return json.dumps(rest, sort_keys=True)
+
+
+def _check_same_data(regimes: list[str], arrays: list[tuple]) -> None:
+    """Grid points run as one must hold the same (X, y, w): their data config is one."""
+    for regime, arr in zip(regimes[1:], arrays[1:], strict=True):
+        if not all(np.array_equal(a, b) for a, b in zip(arrays[0], arr, strict=True)):
+            raise RuntimeError(
+                f"{regime}: data.nc differs from {regimes[0]}'s though their data config is one"
+            )
 
 
 def point_replica_ids(points: int, replicas: int) -> np.ndarray:
@@ -389,11 +402,7 @@ def run_flow_group(
     for part in parts.values():
         jobs = [j for j, _ in part]
         first, R = jobs[0], jobs[0].theta_last.shape[0]
-        for j in jobs[1:]:
-            if not all(np.array_equal(getattr(first, a), getattr(j, a)) for a in ("X", "y", "w")):
-                raise RuntimeError(
-                    f"{j.regime}: data.nc differs from {first.regime}'s though their data config is one"
-                )
+        _check_same_data([j.regime for j in jobs], [(j.X, j.y, j.w) for j in jobs])
 
         def report(r: int, res, secs: float, jobs=jobs, R=R) -> None:
             jobs[r // R].report(r % R, res, secs)
@@ -436,11 +445,7 @@ def _run_fused(regimes, cfgs, data_paths, outs, finished, ckpt_dir, every_steps,
     xp, backend = _sgd_backend(regimes[0], first)
     inputs = [_inputs(p) for p in data_paths]
     _, X, y, w = inputs[0]
-    for (_, X2, y2, w2), regime in zip(inputs, regimes, strict=True):
-        if not (np.array_equal(X, X2) and np.array_equal(y, y2) and np.array_equal(w, w2)):
-            raise RuntimeError(
-                f"{regime}: data.nc differs from {regimes[0]}'s though their data config is one"
-            )
+    _check_same_data(regimes, [(X2, y2, w2) for _, X2, y2, w2 in inputs])
     theta0 = np.concatenate([d["theta0"].values for d, *_ in inputs])
     R, P = first["replicas"], len(regimes)
     eta = np.repeat([float(cfgs[r]["eta"]) for r in regimes], R)
@@ -634,7 +639,7 @@ def run_brute_force(regime: str, cfg: dict, data_path: str, sgd_path: str, out: 
     )
     ds.attrs["algorithm"] = cfg["algorithm"]["name"]
     ds.attrs["clock"] = CLOCKS[cfg["algorithm"]["name"]]
-    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
+    _write_nc(ds, cfg, out)
 
 
 ALGORITHM_TITLES = {
@@ -857,7 +862,7 @@ def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list
     ds["tau_offset"].attrs.update(long_name="flow time since the flow's start (SGD's last iterate)")
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
-    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
+    _write_nc(ds, cfg, out)
 
 
 NO_FLOW = "not_applicable"
@@ -909,7 +914,7 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
     ds.attrs = _attrs(regime, cfg, "numpy", f"{regime}: no flow ({NO_FLOW_REASON})")
     ds.attrs["tau_start"] = 0.0
     ds.attrs["flow"] = NO_FLOW_REASON
-    storage.write_netcdf(ds, out, record_dtype=cfg.get("record_dtype", "float64"))
+    _write_nc(ds, cfg, out)
     log.info("%s: %s; flow.nc holds GD's last iterate", regime, NO_FLOW_REASON)
 
 
@@ -1292,8 +1297,10 @@ def sweep_table(csv_paths: list[str], cfgs: dict[str, dict], out: str) -> None:
                 "rank_flow": analysis.lower_median(df.loc[ok, "feature_rank_flow_end"]),
                 "gap": gap.median() if gap.notna().any() else df.loc[ok, "sharpness_flow_end"].median(),
                 "gap_is_F": not gap.notna().any(),
-                # round-off of F − F*: the figures' floor (figures.GAP_FLOOR_REL) times F*
-                "gap_floor": 1e-12 * df.loc[ok, "sharpness_star"].median() if gap.notna().any() else np.nan,
+                # round-off of F − F*: the figures' floor times F*
+                "gap_floor": analysis.GAP_FLOOR_REL * df.loc[ok, "sharpness_star"].median()
+                if gap.notna().any()
+                else np.nan,
             }
         )
     with storage.atomic_path(out) as tmp:
