@@ -22,7 +22,7 @@ def test_gpu_checks_pass():
     from simbias import gpu_check
 
     results = gpu_check.checks(cupy)
-    assert len(results) == 6
+    assert len(results) == 7
     failed = [r for r in results if not r["passed"]]
     assert not failed, failed
 

@@ -21,6 +21,7 @@ Imports only NumPy (CuPy when a kernel runs): ``python -m simbias.gpu_check`` ne
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -46,10 +47,14 @@ def choose_kernel(m: int, d: int, n: int, dtype: str) -> str:
     if m * d + m * n + 2 * n <= THREAD_MAX_VALUES[dtype]:
         return "thread"
     if d + n > BLOCK_MAX_VALUES[dtype]:
-        log.warning(
-            "(m, d, n) = (%d, %d, %d) exceeds the block kernel's register budget: it will spill", m, d, n
-        )
+        _warn_spill(m, d, n)
     return "block"
+
+
+@functools.cache
+def _warn_spill(m: int, d: int, n: int) -> None:
+    """Once per size and process (the kernel is chosen again at every segment)."""
+    log.warning("(m, d, n) = (%d, %d, %d) exceeds the block kernel's register budget: it will spill", m, d, n)
 
 
 _MODULES: dict[Variant, Any] = {}

@@ -5,8 +5,9 @@ Needs only this package, NumPy and CuPy (no Snakemake, no netCDF4). It runs
 - the checks: the exact-mode kernels against the NumPy reference (thread kernel: bit for
   bit, float64 and float32, 2000 noisy steps with diverging replicas; block kernel: within
   1e-12 of max |θ| in float64, it sums f over neurons in another order), fast mode within
-  1e-10 of max |θ|, re-batched replicas and steps bit for bit, and an out-of-memory split
-  (simulated) bit for bit;
+  1e-10 of max |θ|, re-batched replicas and steps bit for bit, an out-of-memory split
+  (simulated) bit for bit, and ``label_noise_sgd``'s records (θ and the diagnostics computed
+  from it) with CuPy equal to NumPy's bit for bit;
 - the benchmark table: replica-steps per second of the CuPy kernels, exact and fast, float32
   and float64, at the fig1a, fig1b and large sizes with up to 2²⁰ replicas;
 
@@ -162,6 +163,16 @@ def checks(cp) -> list[dict]:
         return _close(got, refb, BLOCK_RTOL)
 
     record(f"block kernel within {BLOCK_RTOL:g} of the reference (fig1b, float64)", block)
+
+    def records():
+        kw = dict(eta=eta, sigma=sigma, steps=steps, record_steps=np.array([0, 1, 10, 999, steps]), seed=5)
+        a = sgd.label_noise_sgd(cp, ACT, th0, X, y, w, **kw)
+        b = sgd.label_noise_sgd(np, ACT, th0, X, y, w, cpu_kernel="numpy", **kw)
+        names = ("theta", "loss", "sharpness", "feature_sv", "weight_sv", "diverged_step")
+        bad = [k for k in names if not np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True)]
+        return not bad, f"kernel {a.kernel}; differing: {bad or 'none'}"
+
+    record("label_noise_sgd's records (θ, loss, F, singular values) with CuPy = NumPy, bit for bit", records)
     return out
 
 

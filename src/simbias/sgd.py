@@ -143,17 +143,22 @@ def label_noise_sgd(
     alive = xp.ones(R, dtype=bool)
     diverged_step = np.full(R, -1, dtype=np.int64)
 
+    Xh, yh, wh = (np.asarray(a, dtype=dtype) for a in (X, y, w))
+
     def record(k: int, th, alive_np: np.ndarray) -> None:
+        """A record's diagnostics, computed from θ on the host with NumPy whatever the backend:
+        where two backends' θ agree bit for bit, so do their sgd.nc files."""
         i = rec[k]
-        Z = model.preactivations(xp, th, Xd)
+        th = to_numpy(th)
+        Z = model.preactivations(np, th, Xh)
         vals = {
             "theta": th,
-            "loss": model.loss(xp, act, th, Xd, yd, wd),
-            "F": model.sharpness(xp, act, th, Xd, wd),
-            "fsv": model.singular_values(xp, Z),
-            "wsv": model.singular_values(xp, th),
+            "loss": model.loss(np, act, th, Xh, yh, wh),
+            "F": model.sharpness(np, act, th, Xh, wh),
+            "fsv": model.singular_values(np, Z),
+            "wsv": model.singular_values(np, th),
         }
-        vals = {k_: to_numpy(v).astype(np.float64) for k_, v in vals.items()}
+        vals = {k_: v.astype(np.float64) for k_, v in vals.items()}
         a = alive_np
         out_theta[a, i] = vals["theta"][a]
         out_loss[a, i] = vals["loss"][a]
