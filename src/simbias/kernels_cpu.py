@@ -54,6 +54,9 @@ BLAS_MIN = 1024
 # the loop kernel is compiled for d and n as constants up to this size (short loops unroll;
 # one compiled version per (d, n), cached on disk), and reads them from the arrays above it
 SPECIALISE_MAX = 8
+# the loop kernel forms z_ji = θ_j · x_i as a reduction over k up to this d, and as axpy
+# loops over i above it (the same order of operations, so the same bits)
+DOT_MAX_D = 8
 
 
 _U64 = np.uint64
@@ -283,7 +286,7 @@ def _replica_steps(
     d = len(dd) if len(dd) > 0 else th.shape[1]
     n = len(nn) if len(nn) > 0 else X.shape[0]
     noisy = sigma != 0.0
-    dot = d <= 8  # short sums: reductions; long ones: axpy loops (same order of operations)
+    dot = d <= DOT_MAX_D
     zc, kl, rl, sg = _chunk_scratch(n, ze.dtype)
     for s in range(steps):
         # z_ji = θ_j · x_i,  f_i = Σ_j w_j φ(z_ji),  D_ji = w_j φ'(z_ji)
