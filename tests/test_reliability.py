@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from simbias import figures, sgd, stages, storage
+from simbias import ensemble, figures, sgd, stages, storage
 from simbias.activations import OddPower
 from simbias.checkpoint import SGDCheckpoint
 from simbias.config import job_config, validate_config
@@ -155,7 +155,7 @@ def problem():
     theta0 = 0.5 * rng.standard_normal((4, 4, 3))
     theta0[0] *= 3  # replica 0 diverges: its frozen state must survive the checkpoint too
     steps = 6000
-    kw = dict(eta=0.05, sigma=0.2, steps=steps, record_steps=sgd.record_schedule(steps, 12, 5), seed=3)
+    kw = dict(eta=0.05, sigma=0.2, steps=steps, record_steps=ensemble.record_schedule(steps, 12, 5), seed=3)
     return (np, OddPower(1, 0.1), theta0, X, rng.uniform(0, 1, 2), np.ones(4)), kw
 
 

@@ -19,15 +19,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import analysis, model, storage, theory
+from . import analysis, ensemble, model, storage, theory
 from .activations import make_activation
 from .backend import get_backend
 from .checkpoint import SGDCheckpoint, fingerprint
 from .config import code_version, job_config, regime_sha256
 from .data import make_dataset
+from .ensemble import SGDResult, record_schedule
 from .flow import record_offsets, run_flows, thread_budget
 from .flow_checkpoint import FlowCheckpoint
-from .sgd import SGDResult, label_noise_sgd, record_schedule, tau_of_step
+from .sam import OneSAM
+from .sgd import LabelNoise, label_noise_sgd, tau_of_step
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +94,15 @@ def _largest_stable_eta(xp, act, theta0, X, y, w, cfg: dict, trial_steps: int = 
     )
 
     def trial(eta: float):
-        quiet = logging.getLogger("simbias.sgd")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # the trials' own divergence warnings are expected
+        quiet = [logging.getLogger(f"simbias.{name}") for name in ("step_rule", "ensemble")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.ERROR)  # the trials' own divergence warnings are expected
         try:
             r = label_noise_sgd(xp, act, theta0, X, y, w, eta=eta, **common)
         finally:
-            quiet.setLevel(level)
+            for q, level in zip(quiet, levels, strict=True):
+                q.setLevel(level)
         log.info(
             "stability trial: eta = %.4g, %d of %d replicas diverged", eta, r.diverged.sum(), r.diverged.size
         )
@@ -245,24 +249,24 @@ def _label_noise_sgd(xp, cfg: dict, theta0, X, y, w, eta, sigma, label: str, ckp
         record_schedule(s["steps"], s["log_points"], s["linear_points"]),
         np.asarray(s.get("record_steps", []), dtype=np.int64),
     )
-    return label_noise_sgd(
+    if alg["name"] == "one_sam":
+        rule = OneSAM(eta=eta, rho=alg["rho"], order=alg["order"], seed=s["seed"], n=X.shape[0])
+    else:
+        rule = LabelNoise(eta=eta, sigma=sigma, seed=s["seed"])
+    return ensemble.run(
         xp,
         make_activation(cfg["activation"]),
+        rule,
         theta0,
         X,
         y,
         w,
-        eta=eta,
-        sigma=sigma,
         steps=s["steps"],
         record_steps=steps,
-        seed=s["seed"],
         dtype=cfg["dtype"],
         loss_bound=s["loss_bound"],
         progress=lambda msg: log.info("%s: %s", label, msg),
         checkpoint=ckpt,
-        sam_rho=alg["rho"] if alg["name"] == "one_sam" else None,
-        sam_order=alg["order"],
         replicas=replicas,
     )
 
