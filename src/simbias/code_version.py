@@ -25,13 +25,13 @@ STAGE_MODULES = {
     "run_brute_force": ("stages.brute_force",),
     "compare": ("stages.compare",),
     "summary": ("stages.summary",),
-    "figure": ("figures",),
+    "figure": ("figures", "figures.phase"),  # the regimes' figures and the phase diagrams
     "table_html": ("tables",),
 }
 # storage serves every stage. The config modules reach jobs only through their params, and
 # __init__ / logs do not change results, so editing those reruns nothing.
 ALWAYS = ("storage",)
-NEVER = (ROOT, "config", "config_yaml", "logs", "_version")
+NEVER = (ROOT, "code_version", "config", "config_messages", "config_yaml", "logs", "_version")
 
 
 def module_path(module: str) -> Path | None:
