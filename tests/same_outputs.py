@@ -5,8 +5,9 @@
 
 Every .nc file under either folder must be in both, with the same data variables and
 coordinates, each equal by ``np.array_equal(..., equal_nan=True)`` (same shape, same
-values, NaN where the other has NaN) and of the same dtype. Attributes are not compared
-(they hold creation times and code hashes). Prints one line per file; exits 1 on any
+values, NaN where the other has NaN), of the same dtype and with the same attributes
+(long_name, units, flags). The files' global attributes are not compared (they hold
+creation times and code hashes). Prints one line per file; exits 1 on any
 difference. Not part of the test suite: it compares two pipeline runs.
 """
 
@@ -35,6 +36,9 @@ def differences(a: Path, b: Path) -> list[str]:
                     out.append(f"{name}: values differ")
             elif not np.array_equal(x, y):
                 out.append(f"{name}: values differ")
+            ax, ay = da[name].attrs, db[name].attrs
+            if ax.keys() != ay.keys() or any(not np.array_equal(ax[k], ay[k]) for k in ax):
+                out.append(f"{name}: attributes differ")
     return out
 
 

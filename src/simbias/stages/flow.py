@@ -247,12 +247,6 @@ def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list
             "rank": np.arange(1, fsv.shape[-1] + 1),
         },
     )
-    ds["tau_end"].attrs.update(long_name="flow time at which the flow stopped (SGD's clock continued)")
-    ds["tau_eps_offset"].attrs.update(
-        long_name="flow time after the flow's start beyond which ‖∇_M F‖ ≤ epsilon held (NaN: never)"
-    )
-    ds["status"].attrs.update(long_name="how the flow ended: converged, stalled_near_zero_preactivation, ...")
-    ds["tau_offset"].attrs.update(long_name="flow time since the flow's start (SGD's last iterate)")
     ds.attrs = stage_attrs(regime, cfg, "numpy", f"{regime}: Riemannian flow of the sharpness on M")
     ds.attrs["tau_start"] = tau0
     write_nc(ds, cfg, out)
