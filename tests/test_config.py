@@ -88,7 +88,13 @@ def test_code_version_follows_the_modules_a_stage_runs():
     assert len(set(versions.values())) == len(versions)  # each stage has its own set of modules
     # a stage's hash covers all the code its job runs, and not the other stages' code
     sgd = stage_modules("run_sgd")
-    assert {"stages.sgd", "stages.common", "stages.sgd_records", "stages.stable_eta"} <= sgd
+    assert {
+        "stages.sgd",
+        "stages.common",
+        "stages.sgd_records",
+        "stages.sgd_finished",
+        "stages.stable_eta",
+    } <= sgd
     assert {"ensemble", "step_rule", "sgd", "sam", "kernels_cpu", "gpu", "noise", "checkpoint"} <= sgd
     assert {"model", "activations", "backend", "storage"} <= sgd
     assert not sgd & {"flow", "stages.flow", "stages.compare", "theory"}

@@ -8,13 +8,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import ensemble, storage
+from .. import ensemble
 from ..activations import make_activation
 from ..backend import get_backend
 from ..checkpoint import SGDCheckpoint
@@ -24,6 +23,7 @@ from ..ensemble import SGDResult, record_schedule
 from ..sam import OneSAM
 from ..sgd import LabelNoise
 from .common import check_same_data, fused_key, open_inputs, stage_attrs, write_nc
+from .sgd_finished import finished_sgd
 from .sgd_records import ALGORITHM_TITLES, CLOCKS, flag_final_divergence, sgd_dataset
 from .stable_eta import all_diverged_message, largest_stable_eta
 
@@ -44,10 +44,10 @@ def run_sgd(
     With ``checkpoint_path`` the loop saves its state there every
     ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds and, when
     rerun after a kill, resumes from it; the checkpoint is deleted once sgd.nc is written.
-    A hard link to the finished sgd.nc stays beside it (see :func:`_finished_sgd`), so a
-    kill after sgd.nc is in place but before Snakemake records the job does not redo SGD.
+    A hard link to the finished sgd.nc stays beside it (:mod:`.sgd_finished`), so a kill
+    after sgd.nc is in place but before Snakemake records the job does not redo SGD.
     """
-    finished = _finished_sgd(checkpoint_path, regime, cfg, data_path)
+    finished = finished_sgd(checkpoint_path, regime, cfg, data_path)
     if finished is not None and finished.reuse(out):
         return
     xp, backend = sgd_backend(regime, cfg)
@@ -189,7 +189,7 @@ def run_sgd_group(
         cfg = cfgs[regime]
         fin = None
         if ckpt_dir is not None:
-            fin = _finished_sgd(str(ckpt_dir / regime / "run_sgd.npz"), regime, cfg, data_paths[i])
+            fin = finished_sgd(str(ckpt_dir / regime / "run_sgd.npz"), regime, cfg, data_paths[i])
             if fin.reuse(outs[i]):
                 continue
         finished[i] = fin
@@ -265,59 +265,3 @@ def _run_fused(regimes, cfgs, data_paths, outs, finished, ckpt_dir, every_steps,
         _write_sgd(regime, cfgs[regime], one, xp, backend, theta0[part], X, y, w, outs[p], finished[p])
     if ckpt is not None:
         ckpt.clear(empty_parents=1)
-
-
-class _FinishedSGD:
-    """A hard link to a finished sgd.nc, next to the checkpoint, with what it was made from.
-
-    Snakemake records a job as complete only after its process exits; a kill in between
-    leaves a complete sgd.nc that Snakemake calls incomplete and deletes before the rerun
-    (``--rerun-incomplete``). The link (no extra disk space) survives that, and a rerun of
-    the same regime, config, code, backend and data.nc reuses it instead of redoing SGD.
-    """
-
-    def __init__(self, path: Path, key: dict):
-        self.path, self.meta, self.key = path, path.with_suffix(".json"), key
-
-    def reuse(self, out: str) -> bool:
-        try:
-            ok = self.path.exists() and json.loads(self.meta.read_text()) == self.key
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            self.clear()
-            return False
-        with storage.atomic_path(out) as tmp:
-            shutil.copyfile(self.path, tmp)
-        log.info(
-            "%s: reusing %s, written by an earlier run of this exact job (killed before "
-            "Snakemake recorded it)",
-            self.key["regime"],
-            self.path,
-        )
-        return True
-
-    def keep(self, out: str) -> None:
-        self.clear()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(out, self.path)
-        except OSError:  # no hard links on this file system: a copy
-            shutil.copyfile(out, self.path)
-        self.meta.write_text(json.dumps(self.key))
-
-    def clear(self) -> None:
-        self.meta.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
-
-
-def _finished_sgd(checkpoint_path: str | None, regime: str, cfg: dict, data_path: str):
-    if not checkpoint_path:
-        return None
-    key = {
-        "regime": regime,
-        "config_sha256": regime_sha256(job_config(cfg)),
-        "code": code_version("run_sgd"),
-        "data_sha256": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(),
-    }
-    return _FinishedSGD(Path(checkpoint_path).with_name("finished_sgd.nc"), key)
