@@ -71,7 +71,7 @@ def test_malformed_yaml_reports_line(tmp_path):
 
 def test_operational_fields_stay_out_of_job_params():
     """Checkpoint intervals change how SGD runs, not what it computes: they never rerun a job."""
-    from simbias.config import job_config, regime_sha256
+    from simbias.config_job import job_config, regime_sha256
 
     a = validate_config(cfg_with(sgd={"checkpoint_every_steps": 10}))["regimes"]["r1"]
     b = validate_config(cfg_with(sgd={"checkpoint_every_seconds": 5}))["regimes"]["r1"]

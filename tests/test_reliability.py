@@ -21,7 +21,8 @@ import yaml
 from simbias import ensemble, sgd, storage
 from simbias.activations import OddPower
 from simbias.checkpoint import SGDCheckpoint
-from simbias.config import job_config, validate_config
+from simbias.config import validate_config
+from simbias.config_job import job_config
 from simbias.figures import style
 from simbias.stages.compare import compare
 from simbias.stages.data import make_data

@@ -31,7 +31,7 @@ STAGE_MODULES = {
 # storage serves every stage. The config modules reach jobs only through their params, and
 # __init__ / logs do not change results, so editing those reruns nothing.
 ALWAYS = ("storage",)
-NEVER = (ROOT, "code_version", "config", "config_messages", "config_yaml", "logs", "_version")
+NEVER = (ROOT, "code_version", "config", "config_job", "config_messages", "config_yaml", "logs", "_version")
 
 
 def module_path(module: str) -> Path | None:

@@ -1,17 +1,15 @@
-"""Config validation: JSON-schema with defaults, the checks a schema cannot express, and
-the part of a regime each job sees.
+"""Config validation: JSON-schema with defaults and the checks a schema cannot express.
 
 Every problem is reported as one line that names the regime and the field
 (:mod:`simbias.config_messages`). Files are parsed by :mod:`simbias.config_yaml`;
 ``validate_config`` coerces numbers given as text, fills the schema's defaults,
 expands sweeps (:mod:`simbias.sweeps`), runs the semantic checks and the pre-flight
-cost check (:mod:`simbias.costs`).
+cost check (:mod:`simbias.costs`). What each job sees of a regime: :mod:`simbias.config_job`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import re
@@ -25,17 +23,6 @@ from .config_messages import as_list, messages, where
 from .config_yaml import ConfigError, check_size, read_config_yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-# Fields of a regime that the data stage depends on (so editing σ does not redo data).
-DATA_FIELDS = ("m", "d", "n", "replicas", "data", "labels", "weights", "init")
-
-# Operational settings: they change how a job runs, never what it computes, so they are
-# kept out of the jobs' params (changing them reruns nothing) and out of config_sha256.
-OPERATIONAL_FIELDS = {
-    "sgd": ("checkpoint_every_steps", "checkpoint_every_seconds"),
-    # whether a grid point's own figures are drawn; how many points one job runs
-    "sweep_of": ("point_figures", "group_size"),
-}
 
 # Regime names that would collide with other folders under results/ (folder -> what it holds).
 RESERVED_REGIME_NAMES = {"figures": "the figures", "sweeps": "the sweeps' tables"}
@@ -333,24 +320,3 @@ def _semantic_checks(name: str, reg: dict) -> None:
 def load_config_file(path: Path | str) -> dict:
     """Read YAML safely (reporting the line of a syntax error) and validate it."""
     return validate_config(read_config_yaml(path))
-
-
-# --------------------------------------------------------------------------- what a job sees
-
-
-def regime_sha256(reg: dict) -> str:
-    return hashlib.sha256(json.dumps(reg, sort_keys=True).encode()).hexdigest()
-
-
-def job_config(reg: dict) -> dict:
-    """A regime's entry without the operational fields (what the jobs' params carry)."""
-    out = dict(reg)  # a new dict for each block it changes; the rest is shared, never modified
-    for block, fields in OPERATIONAL_FIELDS.items():
-        if isinstance(out.get(block), dict):
-            out[block] = {k: v for k, v in out[block].items() if k not in fields}
-    return out
-
-
-def data_subset(reg: dict) -> dict:
-    """The part of a regime's config that the data stage depends on."""
-    return {k: reg[k] for k in DATA_FIELDS}

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .. import storage
-from ..config import job_config
+from ..config_job import job_config
 
 
 def stage_attrs(regime: str, cfg: dict, backend: str, title: str, kernel: str = "numpy") -> dict:

@@ -14,7 +14,7 @@ from .. import analysis, model, storage, theory
 from ..activations import make_activation
 from ..checkpoint import fingerprint
 from ..code_version import code_version
-from ..config import job_config, regime_sha256
+from ..config_job import job_config, regime_sha256
 from ..flow import record_offsets, run_flows, thread_budget
 from ..flow_checkpoint import FlowCheckpoint
 from .common import (

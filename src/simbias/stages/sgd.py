@@ -18,7 +18,7 @@ from ..activations import make_activation
 from ..backend import get_backend
 from ..checkpoint import SGDCheckpoint
 from ..code_version import code_version
-from ..config import job_config, regime_sha256
+from ..config_job import job_config, regime_sha256
 from ..ensemble import SGDResult, record_schedule
 from ..sam import OneSAM
 from ..sgd import LabelNoise

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import storage
 from ..code_version import code_version
-from ..config import job_config, regime_sha256
+from ..config_job import job_config, regime_sha256
 
 log = logging.getLogger(__name__)
 
