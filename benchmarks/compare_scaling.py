@@ -7,7 +7,7 @@ records at 2·10⁴ steps), then the flow (80 records) for the first 32 replicas
 does not depend on which replica a flow belongs to; only its numbers would). Timed, one after the
 other in this process:
 
-- ``compare``: :func:`simbias.stages.compare` as the pipeline runs it (reading the NetCDF files,
+- ``compare``: `simbias.stages.compare.compare` as the pipeline runs it (reading the NetCDF files,
   every column, writing comparison.nc and .csv);
 - ``compare_old``: the same with ``analysis.cluster_count`` replaced by the per-matrix SciPy
   ``linkage``/``fcluster`` loop it replaced (``analysis.neuron_clusters``);
@@ -30,21 +30,24 @@ import xarray as xr
 
 
 def setup(work: Path, replicas: int, steps: int) -> dict:
-    from simbias import stages, storage
+    from simbias import storage
     from simbias.config import validate_config
+    from simbias.stages.data import make_data
+    from simbias.stages.flow import run_flow_stage
+    from simbias.stages.sgd import run_sgd
 
     reg = {"m": 10, "d": 3, "n": 3, "eta": 0.05, "sigma": 0.03, "replicas": replicas, "data": {"seed": 6}}
     reg["sgd"] = {"steps": steps}
     cfg = validate_config({"regimes": {"b": reg}, "limits": {"memory_gb": 64, "hours": 100}})["regimes"]["b"]
     p = {k: work / f"{k}.nc" for k in ("data", "sgd", "flow", "comparison")}
     if not p["flow"].exists():
-        stages.make_data("b", cfg, str(p["data"]))
-        stages.run_sgd("b", cfg, str(p["data"]), str(p["sgd"]))
+        make_data("b", cfg, str(p["data"]))
+        run_sgd("b", cfg, str(p["data"]), str(p["sgd"]))
         few = {k: work / f"{k}_32.nc" for k in ("data", "sgd", "flow")}
         for k in ("data", "sgd"):
             with storage.open_dataset(p[k]) as ds:
                 storage.write_netcdf(ds.isel(replica=slice(0, 32)).load(), str(few[k]))
-        stages.run_flow_stage("b", cfg, str(few["data"]), str(few["sgd"]), str(few["flow"]))
+        run_flow_stage("b", cfg, str(few["data"]), str(few["sgd"]), str(few["flow"]))
         with storage.open_dataset(few["flow"]) as fl:
             fl = fl.load()
         reps = -(-replicas // 32)
@@ -67,7 +70,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir) / f"r{args.replicas}_s{args.steps}"
     work.mkdir(parents=True, exist_ok=True)
-    from simbias import analysis, stages, storage
+    from simbias import analysis, storage
+    from simbias.stages import compare as compare_stage
 
     s = setup(work, args.replicas, args.steps)
     cfg, p = s["cfg"], s["paths"]
@@ -83,7 +87,7 @@ def main() -> None:
     )  # (replicas, sgd + flow records, m, n)
 
     def compare():
-        stages.compare(
+        compare_stage.compare(
             "b", cfg, *(str(p[k]) for k in ("data", "sgd", "flow", "comparison")), str(work / "c.csv")
         )
 

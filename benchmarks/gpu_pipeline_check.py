@@ -5,11 +5,11 @@
 
 Run from the repository root on a machine with a GPU (needs the package's dependencies, not
 Snakemake). For each regime of ``config.yaml`` it writes data.nc, then sgd.nc twice through
-``stages.run_sgd``, once with ``backend: auto`` (CuPy where a GPU is usable) and once with
+``simbias.stages.sgd.run_sgd``, once with ``backend: auto`` (CuPy where a GPU is usable) and once with
 ``backend: numpy`` (the numba CPU fast path), and prints the data variables that differ (with
 max |a − b| / max |b|) and each file's ``backend`` and ``kernel`` attributes. Then it runs an
 (η, σ) sweep of ``--points`` grid points at fig1a's size (16 replicas, 10⁵ steps;
-``benchmarks/sweep_scaling.py``'s grid) through ``stages.run_sgd_group`` as ONE call, and
+``benchmarks/sweep_scaling.py``'s grid) through ``run_sgd_group`` as ONE call, and
 compares three points with the same points run alone on the CPU. Lines that start with
 ``RESULT`` are the findings. ``--backend numpy`` runs the whole thing on the CPU (a dry run of
 the script where there is no GPU).
@@ -31,8 +31,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep_scaling  # noqa: E402
 
-from simbias import config, stages  # noqa: E402
+from simbias import config, config_job, config_yaml  # noqa: E402
 from simbias.backend import cupy_usable  # noqa: E402
+from simbias.stages import data as data_stage  # noqa: E402
+from simbias.stages import sgd as sgd_stage  # noqa: E402
 
 
 def differences(a: Path, b: Path) -> tuple[list, tuple]:
@@ -55,7 +57,7 @@ def sgd_twice(name: str, cfg: dict, data: Path, work: Path, backend: str) -> dic
         c["backend"] = b
         out = work / f"{name}_{b}.nc"
         t0 = time.perf_counter()
-        stages.run_sgd(name, c, str(data), str(out))
+        sgd_stage.run_sgd(name, c, str(data), str(out))
         print(f"RESULT {name} backend={b}: run_sgd {time.perf_counter() - t0:.2f} s "
               f"({cfg['replicas']} replicas x {cfg['sgd']['steps']} steps)", flush=True)  # fmt: skip
         outs[b] = out
@@ -75,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print("cupy_usable:", cupy_usable(), flush=True)
     full = config.load_config_file("config.yaml")
     for name in a.regimes.split(","):
-        cfg = config.job_config(full["regimes"][name])
+        cfg = config_job.job_config(full["regimes"][name])
         data = work / f"{name}_data.nc"
-        stages.make_data(name, cfg, str(data))
+        data_stage.make_data(name, cfg, str(data))
         outs = sgd_twice(name, cfg, data, work, a.backend)
         print(f"RESULT {name} {a.backend} vs numpy, differing data variables, attributes:",
               differences(outs[a.backend], outs["numpy"]), flush=True)  # fmt: skip
@@ -85,24 +87,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     P = a.points
     regf = sweep_scaling.regimes_file(work, P, 100000, P)
-    raw = config.read_config_yaml("config.yaml")
+    raw = config_yaml.read_config_yaml("config.yaml")
     raw["regimes"] = yaml.safe_load(regf.read_text())["regimes"]
     raw["regimes"]["sw"]["backend"] = a.backend
-    cfgs = {k: config.job_config(v) for k, v in config.validate_config(raw)["regimes"].items() if k != "sw"}
+    cfgs = {
+        k: config_job.job_config(v) for k, v in config.validate_config(raw)["regimes"].items() if k != "sw"
+    }
     names = sorted(cfgs)
     data = work / "sw_data.nc"
-    stages.make_data(names[0], cfgs[names[0]], str(data))
+    data_stage.make_data(names[0], cfgs[names[0]], str(data))
     (work / "sw").mkdir(exist_ok=True)
     outs = [str(work / "sw" / f"{n}.nc") for n in names]
     t0 = time.perf_counter()
-    stages.run_sgd_group(names, cfgs, [str(data)] * P, outs)
+    sgd_stage.run_sgd_group(names, cfgs, [str(data)] * P, outs)
     print(f"RESULT sweep of {P} points x 16 replicas x 1e5 steps, backend {a.backend}: run_sgd_group "
           f"{time.perf_counter() - t0:.1f} s, writing {P} sgd.nc included", flush=True)  # fmt: skip
     for i in sorted({0, P // 2 + 1, P - 1}):
         c = copy.deepcopy(cfgs[names[i]])
         c["backend"] = "numpy"
         alone = work / f"alone_{i}.nc"
-        stages.run_sgd(names[i], c, str(data), str(alone))
+        sgd_stage.run_sgd(names[i], c, str(data), str(alone))
         print(f"RESULT sweep point {names[i]}: grouped ({a.backend}) vs alone (numpy):",
               differences(Path(outs[i]), alone), flush=True)  # fmt: skip
     return 0

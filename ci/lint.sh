@@ -3,7 +3,10 @@
 #   snakemake --lint   nothing but the advice to give each rule a conda env or container
 #                      (this project installs with pip into a virtualenv, see README);
 #   snakefmt --check   Snakefile and workflow/rules/*.smk formatted;
-#   ruff check, ruff format --check   Python lint and format.
+#   ruff check, ruff format --check   Python lint and format;
+#   pylint duplicate-code  no block of 6+ lines repeated in the library, scripts, benchmarks
+#                      or tests; the compiled fast paths (kernels_cpu.py, cuda/) are the only
+#                      allowed second copy of the math (pinned to the NumPy reference by tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -52,5 +55,9 @@ echo "== ruff check"
 
 echo "== ruff format --check"
 "$BIN/ruff" format --check . || status=1
+
+echo "== pylint duplicate-code (6+ lines)"
+"$BIN/pylint" --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n \
+  --ignore=kernels_cpu.py,cuda src/simbias workflow/scripts benchmarks tests || status=1
 
 exit $status

@@ -8,8 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from simbias import backend, sgd, stages
+from simbias import backend, sgd
 from simbias.activations import OddPower
+from simbias.stages.sgd import run_sgd
 
 
 def fake_cupy(monkeypatch, available: bool):
@@ -48,9 +49,7 @@ def test_run_sgd_with_cupy_and_no_gpu_stops_before_any_work(monkeypatch, tmp_pat
     out = tmp_path / "sgd.nc"
     with pytest.raises(RuntimeError, match=r"regime 'fig1a', field 'backend'.*auto"):
         # the data file does not even exist: the backend is checked first
-        stages.run_sgd(
-            "fig1a", {"backend": "cupy", "dtype": "float64"}, str(tmp_path / "missing.nc"), str(out)
-        )
+        run_sgd("fig1a", {"backend": "cupy", "dtype": "float64"}, str(tmp_path / "missing.nc"), str(out))
     assert not out.exists()
 
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from simbias.backend import cupy_usable
-from simbias.config import ConfigError, load_config_file, parse_overrides, validate_config
+from simbias.config import ConfigError, load_config_file, validate_config
+from simbias.config_yaml import parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"m": 3, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.1, "replicas": 1, "sgd": {"steps": 10}}

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simbias import flow, stages, theory
+from simbias import flow, theory
 from simbias.activations import OddPower
-from simbias.config import load_schema, read_config_yaml, validate_config
+from simbias.config import load_schema, validate_config
+from simbias.config_yaml import read_config_yaml
 from simbias.data import make_inputs, make_labels
+from simbias.stages.compare import _bound_holds, _time_below_for_good
 
 EPS = 1e-6
 
@@ -45,9 +47,9 @@ def test_constant_weight_bounds_hold_rescaled_and_fail_unrescaled(cw):
     F0 = res.sharpness[0]
     assert res.tau_eps <= theory.grad_eps_time(F0, c, EPS, s2)
     z_end = np.max(np.abs(res.theta_end @ X.T - zs))[None]
-    lo, hi = stages._time_below_for_good(zrec[None], res.tau, z_end, EPS)
+    lo, hi = _time_below_for_good(zrec[None], res.tau, z_end, EPS)
     assert np.isfinite(hi[0]) and lo[0] < hi[0]
-    assert stages._bound_holds(lo, hi, [theory.theorem3_time(F0, c, EPS, s2)], [res.tau_end]) == [True]
+    assert _bound_holds(lo, hi, [theory.theorem3_time(F0, c, EPS, s2)], [res.tau_end]) == [True]
     # without the rescaling Lemma 6 is violated (the check is not vacuous)
     assert np.any(zrec[ok] > theory.lemma6_bound(res.grad_norm[ok], c))
 
@@ -56,7 +58,7 @@ def test_bound_holds_three_way():
     """True / False / undecided (NA) from a record bracket (after, at] against a bound."""
     import pandas as pd
 
-    got = stages._bound_holds(
+    got = _bound_holds(
         np.array([1.0, 5.0, 2.0, np.nan, np.nan, 1.0]),
         np.array([2.0, 6.0, 4.0, np.nan, np.nan, np.nan]),
         np.array([3.0, 3.0, 3.0, 3.0, 3.0, np.nan]),
@@ -69,7 +71,7 @@ def test_bound_holds_three_way():
 def test_time_below_for_good_bracket():
     tau = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
     v = np.array([[5.0, 0.5, 2.0, 0.5, np.nan], [0.1, 0.1, 0.1, 0.1, 0.1], [5, 5, 5, 5, 5]])
-    lo, hi = stages._time_below_for_good(v, tau, np.array([0.5, 0.1, 5.0]), 1.0)
+    lo, hi = _time_below_for_good(v, tau, np.array([0.5, 0.1, 5.0]), 1.0)
     np.testing.assert_array_equal(lo[:2], [2.0, 0.0])
     np.testing.assert_array_equal(hi[:2], [3.0, 0.0])
     assert np.isnan(lo[2]) and np.isnan(hi[2])

@@ -5,8 +5,13 @@ import pandas as pd
 import pytest
 from conftest import problem_on_manifold
 
-from simbias import flow, sgd, stages, theory
+from simbias import flow, sgd, theory
 from simbias.config import load_schema, validate_config
+from simbias.stages.brute_force import run_brute_force
+from simbias.stages.compare import compare
+from simbias.stages.data import make_data
+from simbias.stages.flow import run_flow_stage
+from simbias.stages.sgd import run_sgd
 
 
 @pytest.mark.parametrize("eta,sigma", [(0.05, 0.03), (0.05, 0.2)])
@@ -48,12 +53,12 @@ def test_brute_force_stage_agrees_with_the_flow(tmp_path):
     }
     cfg = validate_config(raw, load_schema())["regimes"]["b"]
     p = {k: str(tmp_path / f"{k}.nc") for k in ("data", "sgd", "flow", "brute", "comparison")}
-    stages.make_data("b", cfg, p["data"])
-    stages.run_sgd("b", cfg, p["data"], p["sgd"])
-    stages.run_flow_stage("b", cfg, p["data"], p["sgd"], p["flow"])
-    stages.run_brute_force("b", cfg, p["data"], p["sgd"], p["brute"])
+    make_data("b", cfg, p["data"])
+    run_sgd("b", cfg, p["data"], p["sgd"])
+    run_flow_stage("b", cfg, p["data"], p["sgd"], p["flow"])
+    run_brute_force("b", cfg, p["data"], p["sgd"], p["brute"])
     csv = str(tmp_path / "comparison.csv")
-    stages.compare("b", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], csv, brute_path=p["brute"])
+    compare("b", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], csv, brute_path=p["brute"])
     df = pd.read_csv(csv)
     assert df["brute_tau"].iloc[0] == pytest.approx(0.05**2 * 0.1**2 * 122000)
     assert df["brute_within_tol"].mean() >= 0.9

@@ -71,7 +71,7 @@ def test_malformed_yaml_reports_line(tmp_path):
 
 def test_operational_fields_stay_out_of_job_params():
     """Checkpoint intervals change how SGD runs, not what it computes: they never rerun a job."""
-    from simbias.config import job_config, regime_sha256
+    from simbias.config_job import job_config, regime_sha256
 
     a = validate_config(cfg_with(sgd={"checkpoint_every_steps": 10}))["regimes"]["r1"]
     b = validate_config(cfg_with(sgd={"checkpoint_every_seconds": 5}))["regimes"]["r1"]
@@ -81,8 +81,32 @@ def test_operational_fields_stay_out_of_job_params():
 
 
 def test_code_version_follows_the_modules_a_stage_runs():
-    from simbias.config import STAGE_MODULES, code_version
+    from simbias.code_version import STAGE_MODULES, code_version, stage_modules
 
     versions = {stage: code_version(stage) for stage in STAGE_MODULES}
     assert all(len(v) == 16 for v in versions.values())
     assert len(set(versions.values())) == len(versions)  # each stage has its own set of modules
+    # a stage's hash covers all the code its job runs, and not the other stages' code
+    sgd = stage_modules("run_sgd")
+    assert {
+        "stages.sgd",
+        "stages.common",
+        "stages.sgd_records",
+        "stages.sgd_finished",
+        "stages.stable_eta",
+    } <= sgd
+    assert {"ensemble", "step_rule", "sgd", "sam", "kernels_cpu", "gpu", "noise", "checkpoint"} <= sgd
+    assert {"model", "activations", "backend", "storage"} <= sgd
+    assert not sgd & {"flow", "stages.flow", "stages.compare", "theory"}
+    flow = stage_modules("run_flow")
+    assert {"stages.flow", "flow", "flow_field", "flow_kernels", "flow_checkpoint", "checkpoint"} <= flow
+    assert not flow & {"sgd", "ensemble", "kernels_cpu", "stages.sgd"}
+    compare = stage_modules("compare")
+    assert {"stages.compare", "stages.compare_brute", "theory", "analysis", "tables"} <= compare
+    assert not compare & {"flow", "sgd", "stages.flow", "stages.sgd"}
+    assert {"stages.brute_force", "sgd", "ensemble", "kernels_cpu"} <= stage_modules("run_brute_force")
+    assert {"stages.data", "data"} <= stage_modules("make_data")
+    assert {"figures.style", "figures.trajectory", "figures.phase", "sweeps"} <= stage_modules("figure")
+    assert not {"config", "config_yaml", "config_messages", "logs"} & set().union(
+        *map(stage_modules, STAGE_MODULES)
+    )

@@ -59,7 +59,7 @@ def test_effective_rank_threshold():
 
 def test_gd_control_keeps_the_rank_it_had_on_reaching_M():
     """Plain GD (σ = 0) stops once on M: Z's singular values no longer change after that."""
-    from simbias import model, sgd
+    from simbias import ensemble, model, sgd
     from simbias.activations import OddPower
 
     rng = np.random.default_rng(5)
@@ -68,7 +68,7 @@ def test_gd_control_keeps_the_rank_it_had_on_reaching_M():
     y = rng.uniform(0, 1, 3)
     w = np.ones(10)
     theta0 = 0.1 * rng.standard_normal((4, 10, 3))
-    rec = sgd.record_schedule(60000, 40, 0)
+    rec = ensemble.record_schedule(60000, 40, 0)
     res = sgd.label_noise_sgd(
         np,
         act,

@@ -17,15 +17,18 @@ import xarray as xr
 import yaml
 from test_reliability import resolved
 
-from simbias import flow, stages, storage
+from simbias import flow, storage
+from simbias.stages.data import make_data
+from simbias.stages.flow import run_flow_stage
+from simbias.stages.sgd import run_sgd
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def staged(folder: Path, cfg: dict) -> dict[str, Path]:
     p = {k: folder / f"{k}.nc" for k in ("data", "sgd", "flow")}
-    stages.make_data("r", cfg, p["data"])
-    stages.run_sgd("r", cfg, p["data"], p["sgd"])
+    make_data("r", cfg, p["data"])
+    run_sgd("r", cfg, p["data"], p["sgd"])
     return p
 
 
@@ -47,16 +50,16 @@ def counting_run_flow(monkeypatch, stop_at: int | None = None) -> list[int]:
 def test_interrupted_flow_resumes_from_finished_replicas_and_writes_the_same_file(tmp_path, monkeypatch):
     cfg = resolved(replicas=5)
     p = staged(tmp_path, cfg)
-    stages.run_flow_stage("r", cfg, p["data"], p["sgd"], tmp_path / "ref.nc")  # uninterrupted
+    run_flow_stage("r", cfg, p["data"], p["sgd"], tmp_path / "ref.nc")  # uninterrupted
     ck = tmp_path / "ckpt" / "r" / "run_flow"
     with monkeypatch.context() as mp:
         counting_run_flow(mp, stop_at=3)
         with pytest.raises(KeyboardInterrupt):
-            stages.run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
+            run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
     assert not p["flow"].exists()
     assert len(list(ck.glob("replica-*.npz"))) == 2
     calls = counting_run_flow(monkeypatch)
-    stages.run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
+    run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
     assert len(calls) == 3  # only the replicas not yet finished
     xr.testing.assert_equal(storage.open_dataset(p["flow"]), storage.open_dataset(tmp_path / "ref.nc"))
     assert not ck.exists() and not ck.parent.exists()  # cleaned up once flow.nc is written
@@ -69,11 +72,11 @@ def test_checkpoint_of_another_run_is_not_used(tmp_path, monkeypatch):
     with monkeypatch.context() as mp:
         counting_run_flow(mp, stop_at=3)
         with pytest.raises(KeyboardInterrupt):
-            stages.run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
+            run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
     assert len(list(ck.glob("replica-*.npz"))) == 2
     other = resolved(replicas=3, flow={"records": 20, "tol": 1e-9})
     calls = counting_run_flow(monkeypatch)
-    stages.run_flow_stage("r", other, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
+    run_flow_stage("r", other, p["data"], p["sgd"], p["flow"], checkpoint_path=str(ck))
     assert len(calls) == 3
 
 

@@ -4,8 +4,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from simbias import stages
 from simbias.config import load_schema, validate_config
+from simbias.stages.compare import compare
+from simbias.stages.data import make_data
+from simbias.stages.flow import run_flow_stage
+from simbias.stages.sgd import run_sgd
+from simbias.stages.summary import summarize
 
 
 def test_gd_has_no_flow_and_keeps_its_arrival_rank(tmp_path):
@@ -26,11 +30,11 @@ def test_gd_has_no_flow_and_keeps_its_arrival_rank(tmp_path):
     }
     cfg = validate_config(raw, load_schema())["regimes"]["gd"]
     p = {k: str(tmp_path / f"{k}.nc") for k in ("data", "sgd", "flow", "comparison")}
-    stages.make_data("gd", cfg, p["data"])
-    stages.run_sgd("gd", cfg, p["data"], p["sgd"])
-    stages.run_flow_stage("gd", cfg, p["data"], p["sgd"], p["flow"])
+    make_data("gd", cfg, p["data"])
+    run_sgd("gd", cfg, p["data"], p["sgd"])
+    run_flow_stage("gd", cfg, p["data"], p["sgd"], p["flow"])
     csv = str(tmp_path / "comparison.csv")
-    stages.compare("gd", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], csv)
+    compare("gd", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], csv)
     fl = xr.open_dataset(p["flow"])
     sgd = xr.open_dataset(p["sgd"])
     assert "no drift along M without noise" in fl.attrs["flow"]
@@ -43,7 +47,7 @@ def test_gd_has_no_flow_and_keeps_its_arrival_rank(tmp_path):
     assert (df["feature_rank_arrival_on_M"] > 1).all()  # the control does not collapse
     assert df["tau_eps_theorem3_bound"].isna().all() and df["theorem3_bound_holds"].isna().all()
     assert df["flag"].str.startswith("no flow (GD)").all()
-    stages.summarize([csv], str(tmp_path / "summary.csv"))
+    summarize([csv], str(tmp_path / "summary.csv"))
     s = pd.read_csv(tmp_path / "summary.csv").iloc[0]
     assert s["feature_rank_flow_end_median"] == s["feature_rank_arrival_on_M_median"] > 1
     assert s["flow_converged"] == 0

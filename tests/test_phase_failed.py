@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import pandas as pd
 import pytest
 
-from simbias import figures, stages
+from simbias.figures import phase
+from simbias.stages.summary import sweep_table
 
 DATA = Path(__file__).parent / "data" / "phase_failed"
 
@@ -23,16 +24,16 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
         for r, eta in points.items()
     }
     texts = []
-    real_save = figures._save
+    real_save = phase._save
 
     def save(fig, png, pdf):
         texts.extend(t.get_text() for ax in fig.axes for t in ax.texts)
         texts.extend(ax.get_title() for ax in fig.axes)
         real_save(fig, png, pdf)
 
-    monkeypatch.setattr(figures, "_save", save)
+    monkeypatch.setattr(phase, "_save", save)
     csvs = [str(DATA / f"{r}.csv") for r in points]
-    stages.sweep_table(csvs, cfgs, str(tmp_path / "sw.csv"))
+    sweep_table(csvs, cfgs, str(tmp_path / "sw.csv"))
     table = pd.read_csv(tmp_path / "sw.csv")  # one row per grid point, the failed one included
     assert table["regime"].tolist() == list(points) and table["eta"].tolist() == [0.05, 1.0]
     assert table["diverged"].tolist()[1] == table["replicas"].tolist()[1] and table[
@@ -41,7 +42,7 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
         False,
         True,
     ]
-    figures.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
+    phase.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert texts.count("failed") == 3  # one cell in each of the three panels
     # the one point that ran reached the Theorem 2 minimum: its F − F* is round-off, and said so
@@ -70,12 +71,12 @@ def test_phase_diagram_writes_cell_values_only_while_readable(tmp_path, monkeypa
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "sw.csv", index=False)
     texts = []
-    real_save = figures._save
+    real_save = phase._save
 
     def save(fig, png, pdf):
         texts.append([len(ax.texts) for ax in fig.axes[:3]])  # the three heatmaps (then their colour bars)
         real_save(fig, png, pdf)
 
-    monkeypatch.setattr(figures, "_save", save)
-    figures.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
-    assert texts == [[n_eta * 12] * 3 if n_eta * 12 <= figures.PHASE_ANNOTATE_MAX else [0] * 3]
+    monkeypatch.setattr(phase, "_save", save)
+    phase.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
+    assert texts == [[n_eta * 12] * 3 if n_eta * 12 <= phase.PHASE_ANNOTATE_MAX else [0] * 3]

@@ -39,13 +39,14 @@ def test_float32_records_are_the_float64_records_rounded(tmp_path):
 
 def test_float32_records_halve_the_trajectories(tmp_path):
     """At a size where the trajectories outweigh the file's metadata: (m, d, n) = (20, 10, 5)."""
-    from simbias import stages
+    from simbias.stages.data import make_data
+    from simbias.stages.sgd import run_sgd
 
     cfg = resolved(m=20, d=10, n=5, replicas=8, sgd={"steps": 2000, "log_points": 60, "linear_points": 20})
-    stages.make_data("r", cfg, tmp_path / "data.nc")
+    make_data("r", cfg, tmp_path / "data.nc")
     sizes = {}
     for dtype in ("float64", "float32"):
         out = tmp_path / f"sgd_{dtype}.nc"
-        stages.run_sgd("r", {**cfg, "record_dtype": dtype}, tmp_path / "data.nc", out)
+        run_sgd("r", {**cfg, "record_dtype": dtype}, tmp_path / "data.nc", out)
         sizes[dtype] = out.stat().st_size
     assert sizes["float32"] < 0.6 * sizes["float64"], sizes

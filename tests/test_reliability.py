@@ -18,10 +18,17 @@ import pytest
 import xarray as xr
 import yaml
 
-from simbias import figures, sgd, stages, storage
+from simbias import ensemble, sgd, storage
 from simbias.activations import OddPower
 from simbias.checkpoint import SGDCheckpoint
-from simbias.config import job_config, validate_config
+from simbias.config import validate_config
+from simbias.config_job import job_config
+from simbias.figures import style
+from simbias.stages.compare import compare
+from simbias.stages.data import make_data
+from simbias.stages.flow import run_flow_stage
+from simbias.stages.sgd import run_sgd
+from simbias.stages.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,10 +44,10 @@ def resolved(**fields) -> dict:
 def run_stages(folder: Path, cfg: dict, regime: str = "r") -> dict[str, Path]:
     """data -> sgd -> flow -> compare through the stage functions the Snakemake scripts call."""
     p = {k: folder / f"{k}.nc" for k in ("data", "sgd", "flow", "comparison")}
-    stages.make_data(regime, cfg, p["data"])
-    stages.run_sgd(regime, cfg, p["data"], p["sgd"])
-    stages.run_flow_stage(regime, cfg, p["data"], p["sgd"], p["flow"])
-    stages.compare(regime, cfg, p["data"], p["sgd"], p["flow"], p["comparison"], folder / "comparison.csv")
+    make_data(regime, cfg, p["data"])
+    run_sgd(regime, cfg, p["data"], p["sgd"])
+    run_flow_stage(regime, cfg, p["data"], p["sgd"], p["flow"])
+    compare(regime, cfg, p["data"], p["sgd"], p["flow"], p["comparison"], folder / "comparison.csv")
     return p
 
 
@@ -60,10 +67,10 @@ def test_diverging_replicas_are_isolated_and_counted(tmp_path):
     assert np.isfinite(fl["theta_end"].values[~div]).all()
     table = pd.read_csv(tmp_path / "comparison.csv")
     assert (table.loc[div, "flag"] == "diverged during SGD").all()
-    stages.summarize([str(tmp_path / "comparison.csv")], tmp_path / "summary.csv")
+    summarize([str(tmp_path / "comparison.csv")], tmp_path / "summary.csv")
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.loc[0, "sgd_diverged"] == div.sum() and summary.loc[0, "replicas"] == div.size
-    _, note = figures._kept(s)  # the figure titles say how many were left out
+    _, note = style._kept(s)  # the figure titles say how many were left out
     assert f"{(~div).sum()} of {div.size} replicas ({div.sum()} diverged, left out)" in note
 
 
@@ -76,7 +83,7 @@ def test_every_replica_diverging_fails_with_an_honest_stable_eta(tmp_path):
     # it appears as failed, with its reason, beside a regime that worked
     good = resolved()
     run_stages(tmp_path / "good", good, "good")
-    stages.summarize(
+    summarize(
         [str(tmp_path / "comparison.csv"), str(tmp_path / "good" / "comparison.csv")], tmp_path / "s.csv"
     )
     summary = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).set_index("regime")
@@ -94,8 +101,8 @@ def test_every_replica_diverging_fails_with_an_honest_stable_eta(tmp_path):
 
 def test_loss_bound_below_the_initial_loss_is_named(tmp_path):
     cfg = resolved(sgd={"steps": 100, "loss_bound": 1e-9})
-    stages.make_data("r", cfg, tmp_path / "data.nc")
-    stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
+    make_data("r", cfg, tmp_path / "data.nc")
+    run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
     assert "raise sgd.loss_bound" in storage.open_dataset(tmp_path / "sgd.nc").attrs["failure"]
 
 
@@ -123,7 +130,7 @@ def test_a_replica_that_blows_up_in_the_last_step_is_flagged(tmp_path):
 def test_with_no_steps_the_initial_loss_is_checked(tmp_path):
     """sgd.steps = 0: a replica starting above sgd.loss_bound is flagged (step 0), the others go on."""
     cfg = resolved(replicas=6, init={"scale": 0.7}, sgd={"steps": 0})
-    stages.make_data("r", cfg, tmp_path / "data.nc")
+    make_data("r", cfg, tmp_path / "data.nc")
     d = storage.open_dataset(tmp_path / "data.nc")
     from simbias import model
     from simbias.activations import make_activation
@@ -138,7 +145,7 @@ def test_with_no_steps_the_initial_loss_is_checked(tmp_path):
     )
     bound = float(np.median(L0))  # half the replicas start above it
     cfg["sgd"]["loss_bound"] = bound
-    stages.run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
+    run_sgd("r", cfg, tmp_path / "data.nc", tmp_path / "sgd.nc")
     s = storage.open_dataset(tmp_path / "sgd.nc")
     np.testing.assert_array_equal(s["diverged"].values.astype(bool), ~(L0 <= bound))
     assert (s["diverged_step"].values[L0 > bound] == 0).all()
@@ -155,7 +162,7 @@ def problem():
     theta0 = 0.5 * rng.standard_normal((4, 4, 3))
     theta0[0] *= 3  # replica 0 diverges: its frozen state must survive the checkpoint too
     steps = 6000
-    kw = dict(eta=0.05, sigma=0.2, steps=steps, record_steps=sgd.record_schedule(steps, 12, 5), seed=3)
+    kw = dict(eta=0.05, sigma=0.2, steps=steps, record_steps=ensemble.record_schedule(steps, 12, 5), seed=3)
     return (np, OddPower(1, 0.1), theta0, X, rng.uniform(0, 1, 2), np.ones(4)), kw
 
 
@@ -273,9 +280,9 @@ def sgd_rate(tmp_path_factory):
 
     def timed(steps: int) -> float:
         cal = resolved(sgd={"steps": steps, "log_points": 10, "linear_points": 4})
-        stages.make_data("r", cal, root / "cal.nc")
+        make_data("r", cal, root / "cal.nc")
         t0 = time.monotonic()
-        stages.run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
+        run_sgd("r", cal, root / "cal.nc", root / "cal_sgd.nc")
         return time.monotonic() - t0
 
     timed(40000)  # warm-up (JIT)
@@ -363,7 +370,7 @@ def test_kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run(killed_and_r
     assert (k["ckpt"].parent / "finished_sgd.nc").samefile(work / "results" / "r" / "sgd.nc")
     # identical data to an uninterrupted run of the same job
     cfg = job_config(validate_config(yaml.safe_load((work / "config.yaml").read_text()))["regimes"]["r"])
-    stages.run_sgd("r", cfg, work / "results" / "r" / "data.nc", tmp_path / "ref.nc")
+    run_sgd("r", cfg, work / "results" / "r" / "data.nc", tmp_path / "ref.nc")
     got = storage.open_dataset(work / "results" / "r" / "sgd.nc")
     ref = storage.open_dataset(tmp_path / "ref.nc")
     xr.testing.assert_equal(got, ref)  # data, coords and dims (not attrs such as 'created')

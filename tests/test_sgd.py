@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from simbias import model, noise, sgd
+from simbias import ensemble, model, noise, sgd
 from simbias.activations import OddPower
 
 
@@ -39,7 +39,7 @@ def test_replica_stream_independent_of_batch_and_chunk(small_problem):
 
 
 def test_record_schedule_and_clock():
-    s = sgd.record_schedule(1000, 10, 5)
+    s = ensemble.record_schedule(1000, 10, 5)
     assert s[0] == 0 and s[-1] == 1000 and np.all(np.diff(s) > 0)
     assert {250, 500, 750}.issubset(set(s.tolist())) and 1 in s
     assert sgd.tau_of_step(1000, 0.05, 0.03) == pytest.approx(0.05**2 * 0.03**2 * 1000)

@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from simbias import stages
 from simbias.config import validate_config
+from simbias.stages import sgd as sgd_stage
+from simbias.stages.common import check_same_data
+from simbias.stages.data import make_data
+from simbias.stages.flow import run_flow_group, run_flow_stage
+from simbias.stages.sgd import run_sgd, run_sgd_group
 
 GRID = {"eta": [0.02, 0.3], "sigma": [0.0, 0.1, 0.4]}
 
@@ -33,7 +37,7 @@ def _points(tmp_path, **extra):
     for name, reg in regs.items():
         path = tmp_path / name / "data.nc"
         path.parent.mkdir(parents=True)
-        stages.make_data(name, reg, str(path))
+        make_data(name, reg, str(path))
         data.append(str(path))
     return list(regs), regs, data
 
@@ -56,9 +60,9 @@ def test_grouped_sgd_is_bitwise_the_per_point_runs(tmp_path, extra):
     names, cfgs, data = _points(tmp_path, **extra)
     alone = [str(tmp_path / n / "alone.nc") for n in names]
     for n, d, out in zip(names, data, alone, strict=True):
-        stages.run_sgd(n, cfgs[n], d, out)
+        run_sgd(n, cfgs[n], d, out)
     grouped = [str(tmp_path / n / "sgd.nc") for n in names]
-    stages.run_sgd_group(names, cfgs, data, grouped, checkpoint_path=str(tmp_path / "ckpt"))
+    run_sgd_group(names, cfgs, data, grouped, checkpoint_path=str(tmp_path / "ckpt"))
     for a, b in zip(alone, grouped, strict=True):
         _same_data_vars(a, b)
     # the grid is not trivial: η = 0.3 with σ = 0.4 loses replicas, σ = 0 draws no noise
@@ -74,12 +78,12 @@ def test_grouped_flow_is_bitwise_the_per_point_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two worker processes, as the rule gives
     names, cfgs, data = _points(tmp_path, flow={"records": 12})
     sgd = [str(tmp_path / n / "sgd.nc") for n in names]
-    stages.run_sgd_group(names, cfgs, data, sgd)
+    run_sgd_group(names, cfgs, data, sgd)
     alone = [str(tmp_path / n / "alone_flow.nc") for n in names]
     for n, d, g, out in zip(names, data, sgd, alone, strict=True):
-        stages.run_flow_stage(n, cfgs[n], d, g, out)
+        run_flow_stage(n, cfgs[n], d, g, out)
     grouped = [str(tmp_path / n / "flow.nc") for n in names]
-    stages.run_flow_group(names, cfgs, data, sgd, grouped, checkpoint_dir=str(tmp_path / "ckpt"))
+    run_flow_group(names, cfgs, data, sgd, grouped, checkpoint_dir=str(tmp_path / "ckpt"))
     for a, b in zip(alone, grouped, strict=True):
         _same_data_vars(a, b)
     assert not any((tmp_path / "ckpt").rglob("*.npz"))
@@ -90,10 +94,10 @@ def test_grouped_sgd_with_the_wrong_noise_ids_differs(tmp_path, monkeypatch):
     grouped records no longer match the per-point runs."""
     names, cfgs, data = _points(tmp_path)
     n, d = names[1], data[1]  # a noisy point that is not the first
-    stages.run_sgd(n, cfgs[n], d, str(tmp_path / "alone.nc"))
-    monkeypatch.setattr(stages, "point_replica_ids", lambda P, R: np.arange(P * R, dtype=np.int64))
+    run_sgd(n, cfgs[n], d, str(tmp_path / "alone.nc"))
+    monkeypatch.setattr(sgd_stage, "point_replica_ids", lambda P, R: np.arange(P * R, dtype=np.int64))
     outs = [str(tmp_path / m / "sgd.nc") for m in names]
-    stages.run_sgd_group(names, cfgs, data, outs)
+    run_sgd_group(names, cfgs, data, outs)
     with pytest.raises(AssertionError):
         _same_data_vars(str(tmp_path / "alone.nc"), outs[1])
 
@@ -101,8 +105,8 @@ def test_grouped_sgd_with_the_wrong_noise_ids_differs(tmp_path, monkeypatch):
 def test_points_run_as_one_must_hold_the_same_data():
     """The SGD and flow group jobs refuse to fuse points whose data.nc differ (X, y or w)."""
     X, y, w = np.ones((2, 3)), np.zeros(2), np.ones(4)
-    stages._check_same_data(["a", "b"], [(X, y, w), (X.copy(), y.copy(), w.copy())])
+    check_same_data(["a", "b"], [(X, y, w), (X.copy(), y.copy(), w.copy())])
     with pytest.raises(RuntimeError, match="b: data.nc differs from a's"):
-        stages._check_same_data(["a", "b"], [(X, y, w), (X, y + 1e-12, w)])
+        check_same_data(["a", "b"], [(X, y, w), (X, y + 1e-12, w)])
     with pytest.raises(RuntimeError, match="c: data.nc differs"):
-        stages._check_same_data(["a", "b", "c"], [(X, y, w), (X, y, w), (X, y, 2 * w)])
+        check_same_data(["a", "b", "c"], [(X, y, w), (X, y, w), (X, y, 2 * w)])

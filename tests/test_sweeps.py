@@ -59,7 +59,7 @@ def test_validation_checks_every_grid_value_through_representatives():
 
 
 def test_point_figures_auto_off_past_the_documented_size_and_never_a_rerun():
-    from simbias.config import job_config
+    from simbias.config_job import job_config
 
     small = sweeps.expand({"s": dict(BASE, sweep={"eta": [0.01, 0.02], "sigma": [0.1, 0.2]})})
     assert all(r["sweep_of"]["point_figures"] for r in small.values())
@@ -76,7 +76,8 @@ def test_point_figures_auto_off_past_the_documented_size_and_never_a_rerun():
 
 
 def test_groups_chunk_grid_order_and_group_size_is_operational():
-    from simbias.config import ConfigError, job_config, validate_config
+    from simbias.config import ConfigError, validate_config
+    from simbias.config_job import job_config
 
     reg = dict(BASE, sweep={"eta": [0.01, 0.02, 0.03], "sigma": [0.1, 0.2], "group_size": 4})
     out = sweeps.expand({"s": reg, "plain": BASE})

@@ -1,8 +1,7 @@
 """simbias: label-noise SGD, the sharpness flow on the zero-loss manifold, and the
 paper's Theorems 2 and 3 checked numerically."""
 
-__version__ = "0.1.0"
-
-from .results import open_regime  # noqa: E402  (after __version__: storage reads it)
+from ._version import __version__
+from .results import open_regime
 
 __all__ = ["__version__", "open_regime"]

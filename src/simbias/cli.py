@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from ._version import __version__
 
 FILES = ("data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.csv")
 

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 FLOAT_BYTES = 8  # every output is float64 (float32 runs are stored as float64 too)
-NOISE_CHUNK = 2048  # steps of label noise drawn at once (simbias.sgd.label_noise_sgd's chunk)
+NOISE_CHUNK = 2048  # steps of label noise drawn at once (simbias.ensemble.run's chunk)
 SAFETY = 3.0
 # (seconds per step, per replica-step, per replica-step and unit of m·n·d)
 THROUGHPUT = {
@@ -57,7 +57,7 @@ class Estimate:
 
 
 def sgd_records(s: dict) -> int:
-    """An upper bound on the number of SGD records (simbias.sgd.record_schedule plus record_steps)."""
+    """An upper bound on the number of SGD records (simbias.ensemble.record_schedule plus record_steps)."""
     return min(s["steps"] + 1, s["log_points"] + s["linear_points"] + len(s["record_steps"]) + 2)
 
 

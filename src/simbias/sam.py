@@ -19,9 +19,12 @@ up to O(η) corrections; tests/test_sam.py checks this clock as the SGD clock is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import model, noise
+from .step_rule import Segment, freeze_diverged
 
 
 def tau_of_step(step, eta: float, rho: float, n: int):
@@ -67,14 +70,42 @@ class SampleOrder:
         return np.minimum((u * self.n).astype(np.int64), self.n - 1)
 
 
+@dataclass
+class OneSAM:
+    """1-SAM as a step rule (:mod:`simbias.step_rule`) on ``n`` samples: ascent radius ``rho``,
+    samples in ``order`` ('random': per-replica streams from ``seed``; 'cyclic'); NumPy
+    reference only."""
+
+    eta: float
+    rho: float
+    order: str
+    seed: int
+    n: int
+
+    def tau(self, step) -> np.ndarray:
+        return tau_of_step(step, self.eta, self.rho, self.n)
+
+    def key(self) -> dict:
+        return {"algorithm": "one_sam", "eta": float(self.eta), "rho": float(self.rho), "order": self.order,
+                "seed": int(self.seed)}  # fmt: skip
+
+    def segments(self, xp, act, X, y, w, replicas: np.ndarray, dtype: str) -> tuple[Segment, str]:
+        order = SampleOrder(self.order, self.seed, replicas, self.n)
+        eta, rho = self.eta, self.rho
+
+        def run_segment(th, al, k0: int, c: int, loss_bound: float, diverged_step):
+            idx = order.draw(k0, c)
+            return advance(xp, act, th, X, y, w, eta, rho, idx, al, loss_bound, k0, diverged_step)
+
+        return run_segment, f"numpy-1sam-{self.order}"
+
+
 def advance(
     xp, act, theta, X, y, w, eta: float, rho: float, idx, alive, loss_bound: float, k0: int, diverged_step
 ):
     """Run len(idx) 1-SAM steps (idx: (steps, R) sample indices); same freezing rule as SGD."""
     n = X.shape[0]
     eye = xp.eye(n, dtype=theta.dtype)
-    from .sgd import freeze_diverged
-
     for s in range(idx.shape[0]):
         onehot = eye[xp.asarray(idx[s])]  # (R, n)
         Z = model.preactivations(xp, theta, X)

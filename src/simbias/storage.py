@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .config import regime_sha256
+from ._version import __version__
+from .config_job import regime_sha256
 
 REFERENCES = (
     "K. Gatmiry, Z. Li, S. J. Reddi, S. Jegelka: Simplicity bias via global convergence of sharpness "

@@ -91,6 +91,17 @@ def min_sharpness(act, z_star: np.ndarray, X: np.ndarray, w: np.ndarray) -> floa
     return float(np.einsum("j,ji,i->", w * w, act.d1(z_star) ** 2, xn2))
 
 
+def theorem2_target(act, X: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Theorem 2 point z* and F* = F(z*), or (None, None, reason) when Theorem 2 does not apply."""
+    app = theorem2_applicability(X, act)
+    if app.ok and np.any(w == 0):
+        app = Applicability(False, "some second-layer weight w_j = 0")
+    if not app.ok:
+        return None, None, app
+    z = target_z(act, y, w)
+    return z, min_sharpness(act, z, X, w), app
+
+
 @dataclass(frozen=True)
 class Constants:
     mu: float

@@ -7,15 +7,13 @@ from snakemake.utils import update_config
 
 from simbias import sweeps
 from simbias.activations import make_activation, pretty
+from simbias.code_version import code_version
+from simbias.config_job import data_subset, job_config
+from simbias.config_yaml import parse_overrides, read_config_yaml
 from simbias.config import (
     REGIME_NAME,
     ConfigError,
-    code_version,
-    data_subset,
-    job_config,
     load_schema,
-    parse_overrides,
-    read_config_yaml,
     validate_config,
 )
 

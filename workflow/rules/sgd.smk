@@ -18,7 +18,7 @@ rule run_sgd:
         checkpoint_every_seconds=sgd_setting("checkpoint_every_seconds"),
     params:
         cfg=regime_cfg,
-        # editing a library module this stage runs reruns it (see simbias.config.code_version)
+        # editing a library module this stage runs reruns it (see simbias.code_version)
         code=code_version("run_sgd"),
         checkpoint=checkpoint_path,
     script:

@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import compare
 
 logs.to_file(snakemake.log[0])
-stages.compare(
+compare.compare(
     snakemake.wildcards.regime,
     snakemake.params.cfg,
     snakemake.input.data,

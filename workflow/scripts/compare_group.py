@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import compare
 
 logs.to_file(snakemake.log[0])
-stages.compare_group(
+compare.compare_group(
     snakemake.params.points,
     snakemake.params.cfgs,
     {

@@ -1,4 +1,5 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import data
 
 logs.to_file(snakemake.log[0])
-stages.make_data_group(snakemake.params.points, snakemake.params.cfgs, list(snakemake.output))
+data.make_data_group(snakemake.params.points, snakemake.params.cfgs, list(snakemake.output))

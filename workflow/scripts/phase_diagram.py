@@ -1,7 +1,8 @@
-from simbias import figures, logs
+from simbias import logs
+from simbias.figures import phase
 
 logs.to_file(snakemake.log[0])
-figures.phase_diagram(
+phase.phase_diagram(
     snakemake.wildcards.base,
     snakemake.input[0],
     snakemake.output.png,

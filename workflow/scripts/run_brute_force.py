@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import brute_force
 
 logs.to_file(snakemake.log[0])
-stages.run_brute_force(
+brute_force.run_brute_force(
     snakemake.wildcards.regime,
     snakemake.params.cfg,
     snakemake.input.data,

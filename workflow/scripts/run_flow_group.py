@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import flow
 
 logs.to_file(snakemake.log[0])
-stages.run_flow_group(
+flow.run_flow_group(
     snakemake.params.points,
     snakemake.params.cfgs,
     list(snakemake.input.data),

@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import sgd
 
 logs.to_file(snakemake.log[0])
-stages.run_sgd(
+sgd.run_sgd(
     snakemake.wildcards.regime,
     snakemake.params.cfg,
     snakemake.input.data,

@@ -1,7 +1,8 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import sgd
 
 logs.to_file(snakemake.log[0])
-stages.run_sgd_group(
+sgd.run_sgd_group(
     snakemake.params.points,
     snakemake.params.cfgs,
     list(snakemake.input.data),

@@ -1,4 +1,5 @@
-from simbias import logs, stages
+from simbias import logs
+from simbias.stages import summary
 
 logs.to_file(snakemake.log[0])
-stages.sweep_table(list(snakemake.input), snakemake.params.cfgs, snakemake.output[0])
+summary.sweep_table(list(snakemake.input), snakemake.params.cfgs, snakemake.output[0])

@@ -1,0 +1,159 @@
+"""What every figure shares: the theme and type sizes, Unicode notation, legends, the header
+and notes, which replicas are drawn, and saving (PNG and PDF)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .. import storage
+from ..activations import make_activation, pretty
+
+BAND = ("pi", 80)  # seaborn errorbar: the band holds the middle 80% of replicas
+
+
+BAND_TEXT = "line: median over replicas; band: 10th–90th percentile"
+
+
+# One type size for every text of a figure (titles, labels, legends, ticks); one notation (Unicode
+# symbols, as in the paper).
+FONT = {"title": 11, "label": 11, "legend": 9.5, "tick": 10, "note": 9.5}
+
+
+def _sub(k: int) -> str:
+    """An integer as Unicode subscript digits (σ₁₀)."""
+    return str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
+def _theme() -> None:
+    sns.set_theme(
+        style="whitegrid",
+        context="notebook",
+        rc={
+            "axes.titlesize": FONT["title"],
+            "axes.labelsize": FONT["label"],
+            "figure.titlesize": FONT["title"],
+            "legend.fontsize": FONT["legend"],
+            "legend.title_fontsize": FONT["legend"],
+            "xtick.labelsize": FONT["tick"],
+            "ytick.labelsize": FONT["tick"],
+        },
+    )
+
+
+def _pretty(text: str) -> str:
+    """Plain-text formulas in Unicode: z^3 -> z³, eta -> η, sigma -> σ, rho -> ρ, tau -> τ."""
+    import re
+
+    text = pretty(text)
+    for word, sym in (("eta", "η"), ("sigma", "σ"), ("rho", "ρ"), ("tau", "τ")):
+        text = re.sub(rf"\b{word}\b", sym, text)
+    return text
+
+
+def _algorithm(sgd) -> str:
+    """Readable name of the algorithm that wrote sgd.nc."""
+    return {"label_noise_sgd": "label-noise SGD", "gd": "gradient descent (control)", "one_sam": "1-SAM"}.get(
+        sgd.attrs.get("algorithm", "label_noise_sgd"), "label-noise SGD"
+    )
+
+
+def _clock_label(sgd) -> str:
+    """x-axis label: flow time and the algorithm's clock (short enough for the figure width)."""
+    alg = sgd.attrs.get("algorithm", "label_noise_sgd")
+    clock = {"label_noise_sgd": "τ = η²σ²k", "one_sam": "τ = ηρ²k/n"}.get(alg)
+    if clock is None:  # GD has no clock: only the flow has a τ axis
+        return "flow time τ (from the flow's start; GD has no clock)"
+    return f"flow time τ  ({clock}, k = {_algorithm(sgd)} step)"
+
+
+def _legend_outside(ax, title: str | None = None) -> None:
+    """The legend to the right of the axes, one column, so it covers no data and keeps its groups."""
+    if ax.get_legend() is not None or ax.get_legend_handles_labels()[0]:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=1,
+            title=title,
+            frameon=False,
+            borderaxespad=0.0,
+        )
+
+
+def _integer_axis(ax, axis: str = "y") -> None:
+    """Ticks only at integers (ranks, counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+def _integer_band(v) -> tuple[float, float]:
+    """10th–90th percentile band made of replica values (integers stay integers)."""
+    return float(np.percentile(v, 10, method="lower")), float(np.percentile(v, 90, method="higher"))
+
+
+def _header(regime: str, cfg: dict) -> str:
+    act = make_activation(cfg["activation"])
+    return (
+        f"{regime}: m = {cfg['m']}, d = {cfg['d']}, n = {cfg['n']}, η = {cfg['eta']:g}, σ = {cfg['sigma']:g}, "
+        f"φ(z) = {_pretty(act.describe())}"
+    )
+
+
+def _kept(sgd) -> tuple[np.ndarray, str]:
+    keep = ~sgd["diverged"].values.astype(bool)
+    R = keep.size
+    if keep.all():
+        return keep, f"{R} replicas"
+    return keep, f"{keep.sum()} of {R} replicas ({R - keep.sum()} diverged, left out)"
+
+
+def _mark_handover(axes, tau: float) -> None:
+    """A dotted vertical line on every panel where SGD hands over to the flow."""
+    for ax in axes:
+        ax.axvline(tau, color="k", lw=0.8, ls=":")
+    axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=FONT["note"])
+
+
+def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
+    """The hand-over measured (medians over replicas): SGD's loss, how far the retraction
+    onto M moves θ and Z, F before and after; a warning when that move is not small
+    against the flow's own displacement (comparison.nc's handover_* variables)."""
+    from ..stages.compare import HANDOVER_SMALL
+
+    def med(name: str) -> float:
+        return float(np.nanmedian(cmp_[name].values[keep]))
+
+    ratio = med("handover_move_ratio")
+    text = (
+        f"hand-over (median): SGD's loss {med('loss_sgd_end'):.2g}, F {med('sharpness_handover_before'):.4g} → "
+        f"{med('sharpness_handover_after'):.4g}\nretraction onto M moves θ by {med('handover_theta_move'):.2g} "
+        f"(max|Δz| {med('handover_z_move'):.2g}) = {100 * ratio:.2g}% of the flow's own travel"
+    )
+    if ratio > HANDOVER_SMALL:
+        text += (
+            "\nNOT small: the flow starts visibly away from SGD's last iterate (large ησ: SGD sits far off M)"
+        )
+    ax.text(
+        0.01,
+        0.02,
+        text,
+        transform=ax.transAxes,
+        fontsize=FONT["note"],
+        va="bottom",
+        color="crimson" if ratio > HANDOVER_SMALL else "k",
+        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+        zorder=5,
+    )
+
+
+def _save(fig, png: str, pdf: str) -> None:
+    fig.tight_layout()
+    for path in (png, pdf):
+        with storage.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format=path.rsplit(".", 1)[-1])
+    plt.close(fig)
