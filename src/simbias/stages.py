@@ -1117,7 +1117,7 @@ def compare(
     for col in nc.columns:  # nullable booleans -> 1.0 / 0.0 / NaN (not applicable) in NetCDF
         if isinstance(nc[col].dtype, pd.BooleanDtype):
             nc[col] = nc[col].astype("Float64").astype(float)
-    ds = xr.Dataset.from_dataframe(nc)
+    ds = storage.dataset_from_frame(nc)
     # d < n structure over time: effective rank and neuron clusters at every record
     for stage, src in (("sgd", sgd), ("flow", fl)):
         Zt = src["theta"].values @ X.T
