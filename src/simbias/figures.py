@@ -85,6 +85,13 @@ def _integer_axis(ax, axis: str = "y") -> None:
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
+def _plain_ticks(ax, axis: str = "y") -> None:
+    """Tick labels to 3 significant digits each (4e-12, not 4 under a shared offset "1e−12")."""
+    from matplotlib.ticker import FuncFormatter
+
+    getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+
+
 def _integer_band(v) -> tuple[float, float]:
     """10th–90th percentile band made of replica values (integers stay integers)."""
     return float(np.percentile(v, 10, method="lower")), float(np.percentile(v, 90, method="higher"))
@@ -662,6 +669,8 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
             )
             if fmt == "d":
                 _integer_axis(ax.collections[0].colorbar.ax)
+            else:  # each tick its own value: a shared "1e−12" above the bar ran into the title
+                _plain_ticks(ax.collections[0].colorbar.ax)
             for i, j in zip(*np.nonzero(np.isnan(grid.values)), strict=True):
                 ax.text(j + 0.5, i + 0.5, "failed", ha="center", va="center", fontsize=FONT["note"])
             ax.invert_yaxis()
