@@ -6,7 +6,8 @@ only regime (``--replace-workflow-config --config regimes_file=...``). ``new`` r
 default ``group_size`` (64 grid points per job and stage, the points of a job in one SGD call);
 ``old`` with ``group_size: 1``, one job per grid point and stage, as before grouping. Each
 measurement is a fresh Snakemake process timed by ``/usr/bin/time``: user + system CPU seconds of
-it and all its jobs, wall seconds, peak memory of the largest process.
+it and all its jobs, wall seconds, peak memory of the largest process, and the CPU seconds the
+rest of the machine used meanwhile (``other_cpu_s``, from ``/proc/stat``: other work on shared cores).
 
 - ``dry``: ``snakemake -n`` (the DAG alone);
 - ``run``: the whole sweep (data, SGD, flow, comparison, tables, phase diagram) from an empty
@@ -14,7 +15,7 @@ it and all its jobs, wall seconds, peak memory of the largest process.
 
 One JSON line per measurement (also appended to ``--out``); ``--table FILE`` prints the Markdown
 table of a file of such lines, with the old/new ratios. Keep each locked run short, e.g.
-``flock /tmp/s3/bench.lock python benchmarks/sweep_scaling.py --what run --points 100 --tree new``.
+``flock /tmp/bench.lock python benchmarks/sweep_scaling.py --what run --points 100 --tree new``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -54,8 +56,19 @@ def regimes_file(folder: Path, points: int, steps: int, group_size: int | None, 
     return path
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every process, any nice), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
     work.mkdir(parents=True, exist_ok=True)
+    busy0 = machine_busy_s()
     stats = work / ".time"
     cmd = ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %e %M"]
     cmd += [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
@@ -65,6 +78,7 @@ def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
+    busy = machine_busy_s() - busy0
     user, system, wall, rss = stats.read_text().split()[-4:]
     lines = (proc.stdout + proc.stderr).splitlines()
     jobs = next((ln.split()[-1] for ln in lines if ln.startswith("total")), None)
@@ -73,6 +87,8 @@ def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
         "wall_s": float(wall),
         "peak_mb": round(int(rss) / 1024),
         "jobs": int(jobs) if jobs else None,
+        # what the rest of the machine ran meanwhile (other users' work shares the cores)
+        "other_cpu_s": round(busy - float(user) - float(system), 1),
     }
 
 

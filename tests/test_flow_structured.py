@@ -82,6 +82,22 @@ def test_compiled_kernels_are_pinned_to_numpy(act):
     assert flow_kernels.velocity is not None
 
 
+@pytest.mark.parametrize("mdn", [(10, 3, 3), (7, 5, 4), (40, 12, 12)], ids=["fig1a", "n<d", "blas"])
+def test_cvode_callbacks_give_the_kernels_bits(mdn):
+    """CVODE's right-hand side and root function (flow_kernels.pack, velocity_into and
+    grad_norm_flat, one compiled call each) give exactly the kernels' bits at the same point."""
+    rng = np.random.default_rng(5)
+    act = OddPower(1, 0.1)
+    _, _, _, _, _, A, p = problem(rng, *mdn, act, kappa=0.7, compiled=True)
+    P, dims = flow_kernels.pack(p.B, p.K, p.s, p.y, p.w, float(act.nu), p.kappa)
+    v = A.ravel().copy()
+    v.flags.writeable = False  # as CVODE hands it over
+    out = np.full(v.size, np.nan)
+    flow_kernels.velocity_into(v, out, P, dims, act.p)
+    assert np.array_equal(out, p.velocity(A).ravel())
+    assert flow_kernels.grad_norm_flat(v, P, dims, act.p) == p.grad_norm(A)
+
+
 @pytest.mark.parametrize("integrator", ["cvode", "bdf"])
 @pytest.mark.parametrize("wkind", ["equal", "unequal"])
 def test_structured_and_dense_integrators_agree(wkind, integrator):

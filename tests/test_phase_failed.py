@@ -23,12 +23,14 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
         r: {"sweep_of": {"axes": ["eta", "sigma"], "base": "sw", "point": {"eta": eta, "sigma": 0.1}}}
         for r, eta in points.items()
     }
-    texts = []
+    texts, offsets = [], []
     real_save = phase._save
 
     def save(fig, png, pdf):
         texts.extend(t.get_text() for ax in fig.axes for t in ax.texts)
         texts.extend(ax.get_title() for ax in fig.axes)
+        fig.canvas.draw()  # tick labels and offset texts exist once drawn
+        offsets.extend(a.get_offset_text().get_text() for ax in fig.axes for a in (ax.xaxis, ax.yaxis))
         real_save(fig, png, pdf)
 
     monkeypatch.setattr(phase, "_save", save)
@@ -48,6 +50,8 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
     # the one point that ran reached the Theorem 2 minimum: its F − F* is round-off, and said so
     assert abs(table["gap"].iloc[0]) <= table["gap_floor"].iloc[0]
     assert any("0 to round-off everywhere" in t for t in texts)
+    # no shared scale ("1e−14") above a colour bar, where it ran into the panel's title
+    assert len(offsets) == 12 and not any(offsets), offsets
 
 
 @pytest.mark.parametrize("n_eta", [12, 13])

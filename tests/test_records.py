@@ -50,3 +50,29 @@ def test_float32_records_halve_the_trajectories(tmp_path):
         run_sgd("r", {**cfg, "record_dtype": dtype}, tmp_path / "data.nc", out)
         sizes[dtype] = out.stat().st_size
     assert sizes["float32"] < 0.6 * sizes["float64"], sizes
+
+
+def test_dataset_from_frame_is_from_dataframe(tmp_path):
+    """storage.dataset_from_frame (comparison.nc's table, columns added at once) is
+    xr.Dataset.from_dataframe: the same variables in the same order, types, values and file."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "replica": np.arange(5),
+            "status": ["converged", "stalled", "converged", "x", ""],
+            "gap": [0.5, np.nan, -1e-300, 2.0, 3.0],
+            "rank": np.array([3, 2, 1, 3, 3]),
+            "ok": pd.array([True, False, None, True, True], dtype="boolean").astype("Float64").astype(float),
+            "flag": np.array([True, False, True, True, False]),
+        }
+    ).set_index("replica")
+    want, got = xr.Dataset.from_dataframe(df), storage.dataset_from_frame(df)
+    xr.testing.assert_identical(got, want)
+    assert list(got.variables) == list(want.variables)
+    assert all(got[k].dtype == want[k].dtype for k in want.variables)
+    storage.write_netcdf(want, tmp_path / "a.nc")
+    storage.write_netcdf(got, tmp_path / "b.nc")
+    a, b = (xr.open_dataset(tmp_path / f, engine="netcdf4") for f in ("a.nc", "b.nc"))
+    assert list(a.variables) == list(b.variables)
+    xr.testing.assert_identical(a, b)

@@ -51,19 +51,26 @@ def fingerprint(**parts: Any) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it and rename it into place."""
+def atomic_write(path: Path, write: Callable[[Any], None], durable: bool = True) -> None:
+    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it and rename it into place.
+
+    ``durable=False`` skips both fsyncs: the rename still leaves a whole file or none after a
+    killed process, but an OS crash may leave an empty one (for readers that check what they load).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if not durable:
+        return
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:

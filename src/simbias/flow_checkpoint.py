@@ -2,9 +2,11 @@
 
 Each finished replica's :class:`simbias.flow.FlowResult` is saved as its own ``.npz``
 file (no pickles) in a folder outside the job's output
-(``results/.checkpoints/{regime}/run_flow/``), written to a temporary file, flushed and
-renamed into place (:func:`simbias.checkpoint.atomic_write`), so a kill leaves whole
-files only. A file is used only if its fingerprint matches this run (the regime's
+(``results/.checkpoints/{regime}/run_flow/``), written to a temporary file and renamed
+into place (:func:`simbias.checkpoint.atomic_write`), so a kill leaves whole files only.
+They are not fsync'ed (two fsyncs per replica, in a grouped sweep's thousands of short
+flows): after an OS crash a file may be empty, and :meth:`FlowCheckpoint.load` removes it
+like any file it cannot read. A file is used only if its fingerprint matches this run (the regime's
 config, the code version, SGD's last iterates, the data and the flow's settings);
 anything else is removed with a log line. Replicas are independent, so a resumed job
 writes the same flow.nc as an uninterrupted one. The stage deletes the folder once
@@ -72,7 +74,7 @@ class FlowCheckpoint:
         meta = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in meta.items()}
         payload = {k: np.asarray(getattr(res, k)) for k in _ARRAYS}
         payload["meta"] = np.array(json.dumps(meta))
-        atomic_write(self._path(r), lambda fh: np.savez(fh, **payload))
+        atomic_write(self._path(r), lambda fh: np.savez(fh, **payload), durable=False)
         self.saved += 1
 
     def clear(self) -> None:

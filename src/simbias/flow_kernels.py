@@ -114,6 +114,39 @@ def grad_norm(A, B, K, s, w, p, nu):
     return np.sqrt(np.sum(v * v))
 
 
+def pack(B, K, s, y, w, nu, kappa) -> tuple[np.ndarray, np.ndarray]:
+    """One replica's problem as two arrays (floats, sizes) for :func:`velocity_into` and
+    :func:`grad_norm_flat`: numba checks the type of every argument of every call, and CVODE
+    calls them about 10³ times per replica."""
+    (n, r), m = B.shape, w.size
+    floats = np.concatenate([B.ravel(), K.ravel(), s, y, w, [nu, kappa]]).astype(np.float64)
+    return floats, np.array([m, r, n])
+
+
+@njit(cache=True)
+def _unpack(P, dims):
+    m, r, n = dims[0], dims[1], dims[2]
+    B = P[: n * r].reshape((n, r))
+    K = P[n * r : n * r + n * n].reshape((n, n))
+    i = n * r + n * n
+    return m, r, B, K, P[i : i + n], P[i + n : i + 2 * n], P[i + 2 * n : i + 2 * n + m], P[-2], P[-1]
+
+
+@njit(cache=True)
+def velocity_into(v, out, P, dims, p):
+    """out[:] = :func:`velocity` at v (m·r,) seen as (m, r), the problem from :func:`pack`:
+    CVODE's right-hand side in one compiled call (the same arithmetic)."""
+    m, r, B, K, s, y, w, nu, kappa = _unpack(P, dims)
+    out[:] = velocity(v.reshape((m, r)), B, K, s, y, w, p, nu, kappa).ravel()
+
+
+@njit(cache=True)
+def grad_norm_flat(v, P, dims, p):
+    """:func:`grad_norm` at v (m·r,) seen as (m, r), the problem from :func:`pack`."""
+    m, r, B, K, s, _, w, nu, _ = _unpack(P, dims)
+    return grad_norm(v.reshape((m, r)), B, K, s, w, p, nu)
+
+
 @njit(cache=True)
 def factor(H, U, Wt, c):
     """A0⁻¹ = (I − c H_j)⁻¹ per block, A0⁻¹U (m·r, n) and S = I − c (G⁻¹W) A0⁻¹U (n, n)."""

@@ -13,12 +13,16 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from ._version import __version__
 from .config_job import regime_sha256
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REFERENCES = (
     "K. Gatmiry, Z. Li, S. J. Reddi, S. Jegelka: Simplicity bias via global convergence of sharpness "
@@ -305,6 +309,13 @@ def open_dataset(path: str | Path) -> xr.Dataset:
             if var.dtype == np.float32:
                 ds[name] = var.astype(np.float64)
     return ds
+
+
+def dataset_from_frame(df: pd.DataFrame) -> xr.Dataset:
+    """``xr.Dataset.from_dataframe(df)`` for a one-level index, with every column added at once
+    (from_dataframe merges them in one by one: a quarter of a sweep point's comparison job)."""
+    frame = xr.Dataset.from_dataframe(df.iloc[:, :0])
+    return frame.assign({k: (df.index.name, np.asarray(v)) for k, v in df.items()})[list(df.columns)]
 
 
 def sv_padded(a: np.ndarray, k: int) -> np.ndarray:

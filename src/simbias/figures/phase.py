@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..sweeps import SWEEP_KEYS
-from .style import FONT, _integer_axis, _pretty, _save, _theme
+from .style import FONT, _integer_axis, _plain_ticks, _pretty, _save, _theme
 from .trajectory import GAP_FLOOR_REL
 
 # a phase diagram writes each cell's value in it up to this many cells (12 x 12); past that the
@@ -75,6 +75,8 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
             )
             if fmt == "d":
                 _integer_axis(ax.collections[0].colorbar.ax)
+            else:  # each tick its own value: a shared "1e−12" above the bar ran into the title
+                _plain_ticks(ax.collections[0].colorbar.ax)
             for i, j in zip(*np.nonzero(np.isnan(grid.values)), strict=True):
                 ax.text(j + 0.5, i + 0.5, "failed", ha="center", va="center", fontsize=FONT["note"])
             ax.invert_yaxis()

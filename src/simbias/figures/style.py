@@ -91,6 +91,13 @@ def _integer_axis(ax, axis: str = "y") -> None:
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
+def _plain_ticks(ax, axis: str = "y") -> None:
+    """Tick labels to 3 significant digits each (4e-12, not 4 under a shared offset "1e−12")."""
+    from matplotlib.ticker import FuncFormatter
+
+    getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+
+
 def _integer_band(v) -> tuple[float, float]:
     """10th–90th percentile band made of replica values (integers stay integers)."""
     return float(np.percentile(v, 10, method="lower")), float(np.percentile(v, 90, method="higher"))

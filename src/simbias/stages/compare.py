@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from .. import analysis, model, storage, theory
 from ..activations import make_activation
@@ -130,7 +129,7 @@ def compare(
     for col in nc.columns:  # nullable booleans -> 1.0 / 0.0 / NaN (not applicable) in NetCDF
         if isinstance(nc[col].dtype, pd.BooleanDtype):
             nc[col] = nc[col].astype("Float64").astype(float)
-    ds = xr.Dataset.from_dataframe(nc)
+    ds = storage.dataset_from_frame(nc)
     # d < n structure over time: effective rank and neuron clusters at every record
     for stage, src in (("sgd", sgd), ("flow", fl)):
         Zt = src["theta"].values @ X.T
