@@ -10,7 +10,7 @@ rule run_flow:
         "benchmarks/out/{regime}/run_flow.tsv"
     wildcard_constraints:
         regime=UNGROUPED,
-    # one flow process per thread over the replicas (simbias.flow.run_flows; Snakemake
+    # one flow process per thread over the replicas (simbias.flow_pool.run_flows; Snakemake
     # passes it as OMP_NUM_THREADS and caps it at --cores); Ctrl-C or SIGTERM ends them at once
     threads: 4
     params:

@@ -15,8 +15,9 @@ from ..activations import make_activation
 from ..checkpoint import fingerprint
 from ..code_version import code_version
 from ..config_job import job_config, regime_sha256
-from ..flow import record_offsets, run_flows, thread_budget
+from ..flow import record_offsets
 from ..flow_checkpoint import FlowCheckpoint
+from ..flow_pool import run_flows, thread_budget
 from .common import (
     NO_FLOW,
     NO_FLOW_REASON,
