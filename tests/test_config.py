@@ -99,7 +99,15 @@ def test_code_version_follows_the_modules_a_stage_runs():
     assert {"model", "activations", "backend", "storage"} <= sgd
     assert not sgd & {"flow", "stages.flow", "stages.compare", "theory"}
     flow = stage_modules("run_flow")
-    assert {"stages.flow", "flow", "flow_field", "flow_kernels", "flow_checkpoint", "flow_pool", "checkpoint"} <= flow
+    assert {
+        "stages.flow",
+        "flow",
+        "flow_field",
+        "flow_kernels",
+        "flow_checkpoint",
+        "flow_pool",
+        "checkpoint",
+    } <= flow
     assert not flow & {"sgd", "ensemble", "kernels_cpu", "stages.sgd"}
     compare = stage_modules("compare")
     assert {"stages.compare", "stages.compare_brute", "theory", "analysis", "tables"} <= compare
