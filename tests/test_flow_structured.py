@@ -96,6 +96,13 @@ def test_cvode_callbacks_give_the_kernels_bits(mdn):
     flow_kernels.velocity_into(v, out, P, dims, act.p)
     assert np.array_equal(out, p.velocity(A).ravel())
     assert flow_kernels.grad_norm_flat(v, P, dims, act.p) == p.grad_norm(A)
+    # what CVODE is handed: Problem.flat_callbacks, compiled and in NumPy
+    for q in (p, flow_field.Problem(act, p.B, p.y, p.w, kappa=p.kappa, compiled=False)):
+        rhs, gnorm = q.flat_callbacks()
+        out[:] = np.nan
+        rhs(0.0, v, out)
+        assert np.array_equal(out, q.velocity(A).ravel())
+        assert gnorm(v) == q.grad_norm(A)
 
 
 @pytest.mark.parametrize("integrator", ["cvode", "bdf"])

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
-from . import flow_field, flow_kernels, model
+from . import flow_field, model
 
 log = logging.getLogger(__name__)
 
@@ -294,23 +294,7 @@ def _drive_cvode(
     shape, prob, offsets = rp.shape, rp.prob, rp.offsets
     log_eps, log_tol = float(np.log(eps)), float(np.log(tol))
 
-    if prob.compiled:  # CVODE calls these ~10³ times per replica: one compiled call each
-        P, dims = flow_kernels.pack(prob.B, prob.K, prob.s, prob.y, prob.w, float(prob.act.nu), prob.kappa)
-        p, into, flat = prob.act.p, flow_kernels.velocity_into, flow_kernels.grad_norm_flat
-
-        def rhs(t, v, out):
-            into(v, out, P, dims, p)
-
-        def gnorm(v):
-            return flat(v, P, dims, p)
-
-    else:
-
-        def rhs(t, v, out):
-            out[:] = prob.velocity(v.reshape(shape)).ravel()
-
-        def gnorm(v):
-            return prob.grad_norm(v.reshape(shape))
+    rhs, gnorm = prob.flat_callbacks()  # compiled where prob is: one call each
 
     def jac(t, v, vp, JJ):
         JJ[:, :] = flow_field.FlowJacobian(prob, flow_field.field(prob, v.reshape(shape))).dense()

@@ -27,6 +27,7 @@ and (m·d)².
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +108,36 @@ class Problem:
                 flow_kernels.grad_norm(A, self.B, self.K, self.s, self.w, self.act.p, float(self.act.nu))
             )
         return float(model.norm(np, model.riemannian_grad(np, self.act, A[None], self.B, self.w))[0])
+
+    def flat_callbacks(
+        self,
+    ) -> tuple[Callable[[float, np.ndarray, np.ndarray], None], Callable[[np.ndarray], float]]:
+        """(rhs(t, v, out), grad_norm(v)) on flat vectors v (m·r,): :meth:`velocity` written into
+        ``out`` and :meth:`grad_norm`, the form an ODE solver calls (CVODE: ~10³ times per
+        replica). Compiled, each is one call of :mod:`simbias.flow_kernels` on the problem packed
+        into two arrays (numba checks every argument's type at every call); the same bits."""
+        if self.compiled:
+            P, dims = flow_kernels.pack(
+                self.B, self.K, self.s, self.y, self.w, float(self.act.nu), self.kappa
+            )
+            p, into, flat = self.act.p, flow_kernels.velocity_into, flow_kernels.grad_norm_flat
+
+            def rhs(t, v, out):
+                into(v, out, P, dims, p)
+
+            def gnorm(v):
+                return flat(v, P, dims, p)
+
+            return rhs, gnorm
+        shape = (self.w.size, self.B.shape[1])
+
+        def rhs(t, v, out):
+            out[:] = self.velocity(v.reshape(shape)).ravel()
+
+        def gnorm(v):
+            return self.grad_norm(v.reshape(shape))
+
+        return rhs, gnorm
 
 
 @dataclass

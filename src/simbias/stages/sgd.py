@@ -71,7 +71,7 @@ def run_sgd(
         cfg["sgd"]["steps"],
         cfg["replicas"],
         time.monotonic() - t0,
-        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
+        _resumed(ckpt),
     )
     _write_sgd(regime, cfg, res, xp, backend, data["theta0"].values, X, y, w, out, finished)
     if ckpt is not None:
@@ -91,6 +91,11 @@ def sgd_backend(regime: str, cfg: dict):
         ) from None
     log.info("%s: backend %s (requested %s), dtype %s", regime, backend, cfg["backend"], cfg["dtype"])
     return xp, backend
+
+
+def _resumed(ckpt) -> str:
+    """The timing log line's note of a resumed run ('' when it started afresh)."""
+    return "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})"
 
 
 def _sgd_checkpoint(path: str | None, every_steps: int, every_seconds: float, key: dict):
@@ -251,7 +256,7 @@ def _run_fused(regimes, cfgs, data_paths, outs, finished, ckpt_dir, every_steps,
         P,
         R,
         time.monotonic() - t0,
-        "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})",
+        _resumed(ckpt),
     )
     for p, regime in enumerate(regimes):
         part = slice(p * R, (p + 1) * R)
