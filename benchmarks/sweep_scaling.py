@@ -4,7 +4,10 @@ Every sweep is on fig1a's problem (m, d, n = 10, 3, 3, data seed 6) with 16 repl
 steps per grid point, η log-spaced in [0.01, 0.1] and σ in [0.01, 0.3], given to Snakemake as the
 only regime (``--replace-workflow-config --config regimes_file=...``). ``new`` runs it with the
 default ``group_size`` (64 grid points per job and stage, the points of a job in one SGD call);
-``old`` with ``group_size: 1``, one job per grid point and stage, as before grouping. Each
+``old`` with ``group_size: 1``, one job per grid point and stage, as before grouping;
+``before`` is the workflow of revision ``BEFORE`` (the pipeline when the sweep issue was filed:
+one regime per grid point with all its jobs, per-figure jobs, SciPy's linkage per record), a
+``git archive`` of it run with its own library (``PYTHONPATH``) and default profile. Each
 measurement is a fresh Snakemake process timed by ``/usr/bin/time``: user + system CPU seconds of
 it and all its jobs, wall seconds, peak memory of the largest process, and the CPU seconds the
 rest of the machine used meanwhile (``other_cpu_s``, from ``/proc/stat``: other work on shared cores).
@@ -66,16 +69,19 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
+def timed_snakemake(work: Path, regimes: Path, extra: list[str], tree: Path = REPO) -> dict:
     work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if tree != REPO:  # an older revision's workflow runs its own library
+        env["PYTHONPATH"] = str(tree / "src")
     busy0 = machine_busy_s()
     stats = work / ".time"
     cmd = ["/usr/bin/time", "-o", str(stats), "-f", "%U %S %e %M"]
-    cmd += [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
+    cmd += [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "-d", str(work)]
     cmd += ["--replace-workflow-config", "--config", f"regimes_file={regimes}", *extra]
     if "-n" not in extra:  # Snakemake's scheduler rounds (docs/performance.md, "Sweeps")
         cmd += ["--max-jobs-per-timespan", TIMESPAN]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     busy = machine_busy_s() - busy0
@@ -95,26 +101,37 @@ def timed_snakemake(work: Path, regimes: Path, extra: list[str]) -> dict:
 # Snakemake re-evaluates its schedule one timespan after each round, and each round starts another
 # such timer: with its default (100/1s) the rounds per second grow with the jobs finished so far
 TIMESPAN = "1000/60s"
-TREES = {"new": None, "old": 1}  # group_size: the default, or one job per grid point
+TREES = {"new": None, "old": 1, "before": None}  # group_size: the default, or one job per point
+BEFORE = "7ce2a1c"  # the workflow before grouped sweeps (and before the sweep issue's other changes)
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The tree of revision ``rev`` (git archive) in ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def measure(what: str, points: int, tree: str, steps: int, cores: int, keep: Path | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sweep_scaling_"))
     try:
         reg = regimes_file(tmp, points, steps, TREES[tree])
+        src = checkout(BEFORE, tmp / "before") if tree == "before" else REPO
         if what == "dry":
-            r = timed_snakemake(tmp / "work", reg, ["-n"])
+            r = timed_snakemake(tmp / "work", reg, ["-n"], src)
         else:
             warm = regimes_file(tmp, 1, 1000, TREES[tree], replicas=2)
-            timed_snakemake(tmp / "warm", warm, ["--cores", str(cores)])
+            timed_snakemake(tmp / "warm", warm, ["--cores", str(cores)], src)
             work = tmp / "work"
-            r = timed_snakemake(work, reg, ["--cores", str(cores)])
+            r = timed_snakemake(work, reg, ["--cores", str(cores)], src)
             phase = work / "results" / "figures" / "sw_phase.png"
             assert phase.exists()
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
                 shutil.copy(phase, keep / f"sw_phase_{points}_{tree}.png")
-                shutil.copy(work / "results" / "sweeps" / "sw.csv", keep / f"sw_{points}_{tree}.csv")
+                if (table := work / "results" / "sweeps" / "sw.csv").exists():  # not at BEFORE
+                    shutil.copy(table, keep / f"sw_{points}_{tree}.csv")
                 if (work / "benchmarks" / "out").is_dir():  # Snakemake's per-job time and memory
                     shutil.copytree(
                         work / "benchmarks" / "out", keep / f"jobs_{points}_{tree}", dirs_exist_ok=True

@@ -157,3 +157,33 @@ def test_one_signal_stops_a_snakemake_flow_job_at_once_and_a_rerun_resumes(tmp_p
     # the file is whole; that a resumed file equals an uninterrupted one is checked above
     fl = storage.open_dataset(work / target)
     assert fl.sizes["replica"] == 64 and np.isfinite(fl["theta_end"].values).all()
+
+
+def test_a_finished_run_exits_at_once_though_the_profile_rate_limits_jobs_per_minute(tmp_path):
+    """The default profile's max-jobs-per-timespan (1000/60s) leaves one timer per scheduling
+    round; Python would wait up to a minute for them at exit unless the Snakefile cancels them."""
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["max-jobs-per-timespan"].endswith("/60s")  # the case this test is about
+    work = tmp_path / "work"
+    work.mkdir()
+    reg = {"m": 4, "d": 2, "n": 2, "eta": 0.05, "sigma": 0.2, "replicas": 2}
+    (work / "config.yaml").write_text(yaml.safe_dump({"regimes": {"r": reg}}))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
+    proc = subprocess.Popen(
+        cmd + ["results/r/data.nc"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        for line in proc.stdout:  # Snakemake's own end-of-run line, then it should exit
+            lines.append(line)
+            if "(100%) done" in line:
+                break
+        t0 = time.monotonic()
+        proc.communicate(timeout=120)
+        exited_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    assert exited_after < 15, exited_after

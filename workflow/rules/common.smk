@@ -332,5 +332,24 @@ def table_labels(wildcards):
     return {"table": wildcards.table}
 
 
+def cancel_rate_limit_timers():
+    """End the timers of Snakemake's job rate limiter once the run is over.
+
+    With ``max-jobs-per-timespan`` (profiles/default: 1000/60s) every scheduling round starts a
+    ``threading.Timer`` that wakes the scheduler one timespan later; Python waits for such
+    threads at exit, so a finished or interrupted run would linger up to a minute. After the
+    run no round is needed: cancelling them lets Snakemake exit at once."""
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 onsuccess:
     report_failures()
+    cancel_rate_limit_timers()
+
+
+onerror:
+    cancel_rate_limit_timers()
