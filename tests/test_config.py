@@ -118,3 +118,28 @@ def test_code_version_follows_the_modules_a_stage_runs():
     assert not {"config", "config_yaml", "config_messages", "logs"} & set().union(
         *map(stage_modules, STAGE_MODULES)
     )
+
+
+def test_code_version_covers_the_cuda_sources_the_gpu_kernel_is_compiled_from(tmp_path, monkeypatch):
+    import shutil
+
+    from simbias import code_version as cv
+
+    copy = tmp_path / "simbias"
+    shutil.copytree(cv.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cv, "PACKAGE", copy)
+
+    def versions() -> dict[str, str]:
+        cv.code_version.cache_clear()
+        return {stage: cv.code_version(stage) for stage in cv.STAGE_MODULES}
+
+    try:
+        before = versions()
+        for name in cv.READS["cuda_build"]:
+            (copy / name).write_text((copy / name).read_text() + "\n// edited\n")
+            after = versions()
+            changed = {s for s in before if before[s] != after[s]}
+            assert changed == {"run_sgd", "run_brute_force"}, (name, changed)  # the stages that run SGD
+            before = after
+    finally:
+        cv.code_version.cache_clear()

@@ -32,6 +32,9 @@ STAGE_MODULES = {
 # __init__ / logs do not change results, so editing those reruns nothing.
 ALWAYS = ("storage",)
 NEVER = (ROOT, "code_version", "config", "config_job", "config_messages", "config_yaml", "logs", "_version")
+# Files of the package a module reads as source at run time: hashed with that module. (The GPU
+# kernels are compiled from these; cuda/cpu_shim.cpp only builds them for the tests.)
+READS = {"cuda_build": ("cuda/kernels.cu", "cuda/sgd_step.cuh")}
 
 
 def module_path(module: str) -> Path | None:
@@ -114,10 +117,13 @@ def stage_modules(stage: str) -> set[str]:
 
 @functools.cache
 def code_version(stage: str) -> str:
-    """sha256 (16 hex digits) of the library source a stage runs (:func:`stage_modules`)."""
+    """sha256 (16 hex digits) of the library source a stage runs (:func:`stage_modules`), with
+    the files those modules read as source (``READS``)."""
     h = hashlib.sha256()
     for mod in sorted(stage_modules(stage)):
         path = module_path(mod)
         if path is not None:
             h.update(mod.encode() + b"\0" + path.read_bytes() + b"\0")
+        for name in READS.get(mod, ()):
+            h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes() + b"\0")
     return h.hexdigest()[:16]
