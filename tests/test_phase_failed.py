@@ -54,9 +54,20 @@ def test_phase_diagram_draws_failed_points_as_labelled_blanks(tmp_path, monkeypa
     assert len(offsets) == 12 and not any(offsets), offsets
 
 
-@pytest.mark.parametrize("n_eta", [12, 13])
-def test_phase_diagram_writes_cell_values_only_while_readable(tmp_path, monkeypatch, n_eta):
-    """12 x 12 cells carry their values; 13 x 12 only colours (a 1000-point grid was unreadable)."""
+@pytest.mark.parametrize(
+    "n_eta, n_sigma, gap, counts",
+    [
+        (12, 12, 1e-3, [144, 144, 0]),  # ranks written; 12 gaps of "0.011" overflow a row of cells
+        (13, 12, 1e-3, [0, 0, 0]),  # past 12 x 12 cells: colours only
+        (3, 3, 1e-3, [9, 9, 9]),  # a small grid: every value written
+        (3, 3, 1e-15, [9, 9, 0]),  # F − F* round-off everywhere: said in the title, not written
+    ],
+)
+def test_phase_diagram_writes_cell_values_only_while_readable(
+    tmp_path, monkeypatch, n_eta, n_sigma, gap, counts
+):
+    """Cells carry their values only while they fit (a 1000-point grid, or ten columns of
+    "-1.2e-13", were unreadable) and only where they are not round-off."""
     rows = [
         {
             "regime": f"sw{i}_{j}",
@@ -66,12 +77,12 @@ def test_phase_diagram_writes_cell_values_only_while_readable(tmp_path, monkeypa
             "diverged": 0,
             "rank_sgd": 3.0 - (i + j > 14),
             "rank_flow": 1.0,
-            "gap": 1e-3 * i,
+            "gap": gap * i,
             "gap_is_F": False,
             "gap_floor": 1e-14,
         }
         for i in range(n_eta)
-        for j in range(12)
+        for j in range(n_sigma)
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "sw.csv", index=False)
     texts = []
@@ -79,8 +90,11 @@ def test_phase_diagram_writes_cell_values_only_while_readable(tmp_path, monkeypa
 
     def save(fig, png, pdf):
         texts.append([len(ax.texts) for ax in fig.axes[:3]])  # the three heatmaps (then their colour bars)
+        texts.append([t.get_text() for t in fig.axes[2].texts])
         real_save(fig, png, pdf)
 
     monkeypatch.setattr(phase, "_save", save)
     phase.phase_diagram("sw", str(tmp_path / "sw.csv"), str(tmp_path / "p.png"), str(tmp_path / "p.pdf"))
-    assert texts == [[n_eta * 12] * 3 if n_eta * 12 <= phase.PHASE_ANNOTATE_MAX else [0] * 3]
+    assert texts[0] == counts
+    if counts[2]:  # F − F* with two significant digits, as the table has it
+        assert sorted(set(texts[1])) == ["0", "0.001", "0.002"]

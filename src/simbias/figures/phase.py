@@ -14,6 +14,9 @@ from .trajectory import GAP_FLOOR_REL
 # a phase diagram writes each cell's value in it up to this many cells (12 x 12); past that the
 # colours alone, and the tick labels thinned to what fits
 PHASE_ANNOTATE_MAX = 144
+# F − F* is written in its cells (2 significant digits) only while a row of them fits: at most
+# this many characters per row of the panel (10 columns of "1.2e-13" overflowed their cells)
+PHASE_FLOAT_ROW_CHARS = 40
 
 
 def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
@@ -36,7 +39,7 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
         "gap": gap_label,
     }
     fig, axs = plt.subplots(1, 3, figsize=(17, 5))
-    for ax, col, fmt in zip(axs, list(titles), ["d", "d", ".6g"], strict=True):
+    for ax, col, fmt in zip(axs, list(titles), ["d", "d", "g"], strict=True):
         title = titles[col]
         if yk is None:
             sns.barplot(data=table, x=xk, y=col, ax=ax)
@@ -45,7 +48,10 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
         else:
             grid = table.pivot_table(index=yk, columns=xk, values=col, dropna=False)  # failed points: blank
             # NaN cells (failed points) are masked by the heatmap, so their annotation is never drawn
-            annot = grid.fillna(0).round().astype(int) if fmt == "d" else grid
+            if fmt == "d":
+                annot = grid.fillna(0).round().astype(int).astype(str)
+            else:
+                annot = grid.map(lambda v: f"{v:.2g}")
             lo, hi = np.nanmin(grid.values), np.nanmax(grid.values)
             scale = max(abs(lo), abs(hi), 1e-300)
             # F − F* within round-off of 0 at every point that ran (the Theorem 2 minimum reached)
@@ -59,12 +65,15 @@ def phase_diagram(base: str, table_csv: str, png: str, pdf: str) -> None:
                     lo, hi = -float(table["gap_floor"].max()), float(table["gap_floor"].max())
                 title += f"\n({same})"
             few = grid.size <= PHASE_ANNOTATE_MAX  # numbers in the cells only while they can be read
+            if fmt != "d":  # and not round-off noise (the title says so), nor wider than the cells
+                width = max(len(t) for t in annot.values.ravel()) * grid.shape[1]
+                few = few and not roundoff and width <= PHASE_FLOAT_ROW_CHARS
             grid = grid.set_axis([f"{v:.3g}" for v in grid.index], axis=0)
             grid = grid.set_axis([f"{v:.3g}" for v in grid.columns], axis=1)
             sns.heatmap(
                 grid,
                 annot=annot.values if few else False,
-                fmt=fmt,
+                fmt="",
                 ax=ax,
                 xticklabels="auto",
                 yticklabels="auto",
