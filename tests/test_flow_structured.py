@@ -82,6 +82,38 @@ def test_compiled_kernels_are_pinned_to_numpy(act):
     assert flow_kernels.velocity is not None
 
 
+@pytest.mark.parametrize("act", [OddPower(1, 0.1), OddPower(2, 0.2), OddPower(1, 0.0)], ids=str)
+@pytest.mark.parametrize("mdn", [(10, 3, 3), (7, 5, 4), (40, 12, 12)], ids=["fig1a", "n<d", "blas"])
+def test_compiled_retraction_is_pinned_to_numpy(act, mdn):
+    """The flow's record-time retraction onto M, compiled, is the NumPy Gauss–Newton's (to
+    round-off): from a point off M by an integration error and from one far off it."""
+    rng = np.random.default_rng(5)
+    _, _, _, _, _, A, pn = problem(rng, *mdn, act, compiled=False)
+    pc = flow_field.Problem(act, pn.B, pn.y, pn.w, compiled=True)
+    on_m = pn.retract(A)
+    assert np.abs(model.residual(np, act, on_m[None], pn.B, pn.y, pn.w)).max() <= 1e-13  # on M
+    for start in (on_m + 1e-9 * rng.standard_normal(A.shape), on_m + 0.05 * rng.standard_normal(A.shape)):
+        ref, ok = model.newton_retract(np, act, start[None], pn.B, pn.y, pn.w)
+        assert ok[0]
+        got = pc.retract(start)
+        np.testing.assert_allclose(got, ref[0], rtol=0, atol=1e-12 * np.abs(ref).max())
+        assert np.abs(model.residual(np, act, got[None], pn.B, pn.y, pn.w)).max() <= 1e-13  # its stop
+
+
+def test_compiled_retraction_falls_back_to_numpy_on_a_singular_gram():
+    """φ = z³ (ν = 0) with z_j2 = 0 for every neuron: φ' = 0 there, the Gram matrix has a zero
+    row; the compiled solve refuses it and NumPy's least-squares steps move sample 1 alone."""
+    act = OddPower(1, 0.0)
+    B, y, w = np.eye(2), np.array([0.3, -0.2]), np.ones(3)
+    pc = flow_field.Problem(act, B, y, w, compiled=True)
+    A = np.array([[0.5, 0.0], [0.3, 0.0], [0.0, 0.0]])
+    with pytest.raises(np.linalg.LinAlgError):
+        flow_kernels.newton_retract(A, B, pc.K, y, w, 3, 0.0, 1e-13, 50)
+    ref, ok = model.newton_retract(np, act, A[None], B, y, w)
+    assert not ok[0] and not np.array_equal(ref[0], A)  # it moved, and cannot reach M from here
+    np.testing.assert_array_equal(pc.retract(A), ref[0])
+
+
 @pytest.mark.parametrize("mdn", [(10, 3, 3), (7, 5, 4), (40, 12, 12)], ids=["fig1a", "n<d", "blas"])
 def test_cvode_callbacks_give_the_kernels_bits(mdn):
     """CVODE's right-hand side and root function (flow_kernels.pack, velocity_into and

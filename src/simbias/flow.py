@@ -191,8 +191,7 @@ class _Replica:
 
     def on_m(self, a: np.ndarray) -> np.ndarray:
         """Newton retraction onto M (in reduced coordinates)."""
-        th, _ = model.newton_retract(np, self.act, a.reshape((1,) + self.shape), self.red.B, self.y, self.w)
-        return th[0]
+        return self.prob.retract(a.reshape(self.shape))
 
     def store(self, i: int, a: np.ndarray) -> None:
         th = self.red.expand(a, self.perp)

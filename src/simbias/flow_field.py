@@ -109,6 +109,19 @@ class Problem:
             )
         return float(model.norm(np, model.riemannian_grad(np, self.act, A[None], self.B, self.w))[0])
 
+    def retract(self, A: np.ndarray, tol: float = 1e-13) -> np.ndarray:
+        """Newton (Gauss–Newton) retraction of A (m, r) onto M (:func:`simbias.model.newton_retract`),
+        compiled where :meth:`velocity` is; a singular Gram matrix falls back to NumPy's
+        least-squares step."""
+        if self.compiled:
+            try:
+                return flow_kernels.newton_retract(
+                    A, self.B, self.K, self.y, self.w, self.act.p, float(self.act.nu), tol, 50
+                )[0]
+            except np.linalg.LinAlgError:
+                pass
+        return model.newton_retract(np, self.act, A[None], self.B, self.y, self.w, tol=tol)[0][0]
+
     def flat_callbacks(
         self,
     ) -> tuple[Callable[[float, np.ndarray, np.ndarray], None], Callable[[np.ndarray], float]]:

@@ -4,7 +4,8 @@ At fig1a size (m·r = 30) one NumPy evaluation of the vector field costs tens of
 microseconds of call overhead for a few hundred flops, and an implicit step needs
 several; these loops do the same arithmetic without the overhead. They are the
 second copy of :func:`simbias.flow_field.field` (for φ = z^p + νz, p odd),
-:func:`simbias.model.riemannian_grad` and :class:`simbias.flow_field.ShiftedSolve`,
+:func:`simbias.model.riemannian_grad`, :func:`simbias.model.newton_retract` and
+:class:`simbias.flow_field.ShiftedSolve`,
 pinned to them by ``tests/test_flow_structured.py``.
 """
 
@@ -112,6 +113,40 @@ def grad_norm(A, B, K, s, w, p, nu):
     G, h1 = _multipliers(D, C, K)
     v = _combine(D, C, np.linalg.solve(G, h1), B)
     return np.sqrt(np.sum(v * v))
+
+
+@njit(cache=True)
+def newton_retract(A, B, K, y, w, p, nu, tol, max_iter):
+    """Gauss–Newton onto M in reduced coordinates, φ = z^p + νz: A ← A − (D ∘ λ) B with
+    G λ = f − y, G = (DᵀD) ∘ K, D = w φ'(Z), until max|f − y| ≤ tol (the arithmetic of
+    :func:`simbias.model.newton_retract` for one replica). Returns (A, reached tol)."""
+    m, n = A.shape[0], B.shape[0]
+    A = A.copy()
+    s = np.zeros(n)  # ‖b_i‖² enters only C, which the retraction does not use
+    for it in range(max_iter + 1):
+        D, _, P = _activation_terms(A, B, w, s, p, nu)
+        r = np.empty(n)
+        res = 0.0
+        for i in range(n):
+            f = 0.0
+            for j in range(m):
+                f += w[j] * P[j, i]
+            r[i] = f - y[i]
+            res = max(res, abs(r[i])) if np.isfinite(r[i]) else np.inf
+        if res <= tol:
+            return A, True
+        if it == max_iter or not np.isfinite(res):
+            return A, False
+        G = np.empty((n, n))
+        for i in range(n):
+            for k in range(n):
+                g = 0.0
+                for j in range(m):
+                    g += D[j, i] * D[j, k]
+                G[i, k] = g * K[i, k]
+        lam = np.linalg.solve(G, r)
+        A -= _combine(D, np.zeros((m, n)), lam, B)
+    return A, False
 
 
 def pack(B, K, s, y, w, nu, kappa) -> tuple[np.ndarray, np.ndarray]:
