@@ -123,6 +123,7 @@ def newton_retract(A, B, K, y, w, p, nu, tol, max_iter):
     m, n = A.shape[0], B.shape[0]
     A = A.copy()
     s = np.zeros(n)  # ‖b_i‖² enters only C, which the retraction does not use
+    no_c = np.zeros((m, n))
     for it in range(max_iter + 1):
         D, _, P = _activation_terms(A, B, w, s, p, nu)
         r = np.empty(n)
@@ -137,15 +138,8 @@ def newton_retract(A, B, K, y, w, p, nu, tol, max_iter):
             return A, True
         if it == max_iter or not np.isfinite(res):
             return A, False
-        G = np.empty((n, n))
-        for i in range(n):
-            for k in range(n):
-                g = 0.0
-                for j in range(m):
-                    g += D[j, i] * D[j, k]
-                G[i, k] = g * K[i, k]
-        lam = np.linalg.solve(G, r)
-        A -= _combine(D, np.zeros((m, n)), lam, B)
+        G, _ = _multipliers(D, no_c, K)
+        A -= _combine(D, no_c, np.linalg.solve(G, r), B)
     return A, False
 
 
