@@ -577,12 +577,14 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.tmp")]
 
 
+@pytest.mark.parametrize("to", ["group", "snakemake"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig):
-    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the process group (what
-    SLURM, systemd and `kill -TERM -PGID` send) while run_sgd runs: Snakemake and its job exit
-    within seconds, leave no sgd.nc, no temporary file and no lock, and the same command
-    resumes from the checkpoint instead of step 0."""
+def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig, to):
+    """Ctrl-C (SIGINT to the terminal's process group), SIGTERM to the process group (what
+    SLURM, systemd and `kill -TERM -PGID` send), or either to Snakemake's process alone
+    (`kill PID`), while run_sgd runs: Snakemake and its job exit within seconds, leave no
+    sgd.nc, no temporary file and no lock, and the same command resumes from the checkpoint
+    instead of step 0."""
     w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=20)
     work, every = w["work"], w["every"]
     proc = start_snakemake(work, w["target"], os.environ.copy())
@@ -592,7 +594,10 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     seen = checkpoint_step(w["ckpt"])
     assert seen >= 3 * every, "SGD never got going"
     t0 = time.monotonic()
-    os.killpg(proc.pid, getattr(signal, sig))
+    if to == "group":
+        os.killpg(proc.pid, getattr(signal, sig))
+    else:
+        proc.send_signal(getattr(signal, sig))
     proc.wait(timeout=60)
     assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
     assert time.monotonic() - t0 < 15, "did not stop promptly"
@@ -640,21 +645,3 @@ def test_kill_9_after_sgd_nc_is_in_place_does_not_redo_sgd(tmp_path, sgd_rate):
     assert time.monotonic() - t0 < 60
     assert temporaries(work / "results") == []
     assert jobs(smk(work, env, "-n", w["target"])) == set()  # recorded as complete now
-
-
-def test_sigterm_to_snakemake_alone_finishes_the_running_job_and_records_it(tmp_path, sgd_rate):
-    """SIGTERM to Snakemake's process only is Snakemake's graceful stop: it starts no new job,
-    lets the running one finish and records it. sgd.nc is then complete, not marked
-    incomplete, and nothing is recomputed."""
-    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=4)
-    work = w["work"]
-    proc = start_snakemake(work, "results/r/flow.nc", os.environ.copy())
-    deadline = time.monotonic() + 120
-    while checkpoint_step(w["ckpt"]) < w["every"] and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert group_gone(proc.pid, timeout=15)
-    assert (work / w["target"]).exists() and not (work / "results" / "r" / "flow.nc").exists()
-    assert temporaries(work / "results") == []
-    assert jobs(smk(work, os.environ.copy(), "-n", w["target"])) == set()

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from . import signals
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: no random-stream states (counter-based noise)
@@ -58,17 +60,18 @@ def atomic_write(path: Path, write: Callable[[Any], None], durable: bool = True)
     killed process, but an OS crash may leave an empty one (for readers that check what they load).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with signals.deferred():  # a signal waits for the file to be whole (or removed)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     if not durable:
         return
     try:  # make the rename itself durable

@@ -3,6 +3,12 @@ replica, in forked worker processes (one per thread the stage has), with one BLA
 It stops at once on Ctrl-C or SIGTERM and saves each finished replica to a checkpoint
 (:mod:`simbias.flow_checkpoint`), so a rerun resumes (docs/performance.md, "Worker processes,
 Ctrl-C, checkpoints").
+
+The workers are not a :class:`multiprocessing.pool.Pool`: each has its own pipe to the parent
+(no queue, no lock shared between processes), and the parent stops them by pid with SIGKILL.
+So a shutdown cannot deadlock, whatever a worker is doing when the signal arrives (a Pool's
+``terminate`` can: it takes the task queue's lock, which a worker killed by the same signal may
+hold; docs/reliability.md, "Ctrl-C, or SIGTERM").
 """
 
 from __future__ import annotations
@@ -15,33 +21,63 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-from . import flow
+from . import flow, signals
 from .activations import OddPower
 
 log = logging.getLogger(__name__)
 
 
 def _flow_task(args) -> tuple[int, flow.FlowResult, float]:
-    """One replica's flow (a pool task): (replica, result, seconds)."""
+    """One replica's flow (a worker's task): (replica, result, seconds)."""
     r, act, theta, X, y, w, kw = args
     t0 = time.monotonic()
     return r, flow.run_flow(act, theta, X, y, w, **kw), time.monotonic() - t0
 
 
 def _worker_init() -> None:
-    """Pool workers leave SIGINT to the parent (which terminates them) and die with it."""
+    """Workers leave SIGINT to the parent (which kills them), die at once on SIGTERM, and die
+    with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(Exception):  # Linux: SIGKILL when the parent dies, even by kill -9
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _worker_main(conn: Connection) -> None:
+    """A worker: run each task received on ``conn`` and send back ("ok", result) or ("error",
+    exception); stop at None or when the parent's end closes."""
+    _worker_init()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            msg = ("ok", _flow_task(task))
+        except Exception as e:  # handed to the parent, which raises it
+            msg = ("error", e, traceback.format_exc())
+        try:
+            conn.send(msg)
+        except (BrokenPipeError, OSError):
+            return
+        except Exception:  # an exception that cannot be pickled: send its text
+            conn.send(("error", RuntimeError(msg[-1]), msg[-1]))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM during :func:`run_flows`, raised like Ctrl-C so the same clean-up runs."""
+
+
+class WorkerDied(RuntimeError):
+    """A flow worker ended without sending its result (killed from outside, or out of memory)."""
 
 
 @contextlib.contextmanager
@@ -52,6 +88,7 @@ def _sigterm_interrupts():
         return
 
     def handler(signum, frame):
+        signals.stopping()
         raise Terminated(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
@@ -85,6 +122,81 @@ def thread_budget() -> int:
     return int(v) if v.isdigit() and int(v) > 0 else 1
 
 
+class _Workers:
+    """``n`` forked worker processes, each with its own duplex pipe; :meth:`results` hands them
+    the tasks one at a time and yields what they send back. :meth:`stop` kills them by pid."""
+
+    def __init__(self, n: int):
+        ctx = multiprocessing.get_context("fork")
+        self.procs: dict[Connection, multiprocessing.process.BaseProcess] = {}
+        try:
+            for _ in range(n):
+                parent, child = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+                p.start()
+                child.close()
+                self.procs[parent] = p
+        except BaseException:
+            self.stop()
+            raise
+
+    def results(self, tasks: list) -> Iterator:
+        todo = iter(tasks)
+        busy: set[Connection] = set()
+
+        def give(conn: Connection) -> None:
+            task = next(todo, None)
+            if task is not None:
+                conn.send(task)
+                busy.add(conn)
+
+        for conn in self.procs:
+            give(conn)
+        while busy:
+            for conn in wait(list(busy)):
+                busy.discard(conn)
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    raise self._died(conn) from None
+                if msg[0] == "error":
+                    raise msg[1]
+                give(conn)
+                yield msg[1]
+
+    def _died(self, conn: Connection) -> BaseException:
+        p = self.procs[conn]
+        p.join(5)
+        code = p.exitcode
+        if code is not None and -code in (signal.SIGTERM, signal.SIGINT):
+            return Terminated(f"flow worker {p.pid} stopped by signal {-code}")
+        return WorkerDied(
+            f"flow worker {p.pid} ended without its result (exit code {code}"
+            f"{'; killed by signal ' + str(-code) if code is not None and code < 0 else ''})"
+        )
+
+    def close(self) -> None:
+        """Let idle workers end on their own (None), then :meth:`stop` any that do not."""
+        for conn in self.procs:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for p in self.procs.values():
+            p.join(10)
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill every worker by pid and reap it: no lock is taken that a worker could hold."""
+        with signals.deferred():  # a second signal cannot cut the clean-up short
+            for p in self.procs.values():
+                if p.exitcode is None:
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGKILL)
+            for conn, p in self.procs.items():
+                p.join()
+                conn.close()
+            self.procs.clear()
+
+
 def run_flows(
     act,
     thetas: np.ndarray,
@@ -107,9 +219,10 @@ def run_flows(
     ``checkpoint`` (a :class:`simbias.flow_checkpoint.FlowCheckpoint`): replicas it holds
     are not run again, and each newly finished one is saved to it at once.
 
-    Ctrl-C (SIGINT) or SIGTERM stops the run at once: the workers are terminated and
+    Ctrl-C (SIGINT) or SIGTERM stops the run at once: the workers are killed and
     :class:`KeyboardInterrupt` (:class:`Terminated` for SIGTERM) propagates, so nothing
-    is written; finished replicas stay in the checkpoint.
+    is written; finished replicas stay in the checkpoint. A worker that dies otherwise
+    raises :class:`WorkerDied`.
     """
     R = len(thetas)
     results: list[flow.FlowResult | None] = [None] * R
@@ -140,14 +253,12 @@ def run_flows(
                 finished(*_flow_task(task))
             return results
         _warm_up(act)
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+        pool = _Workers(workers)
         try:
-            for out in pool.imap_unordered(_flow_task, todo, chunksize=1):
+            for out in pool.results(todo):
                 finished(*out)
         except BaseException:
-            pool.terminate()  # fail fast: kill the workers, never wait for their tasks
-            pool.join()
+            pool.stop()  # fail fast: kill the workers, never wait for their tasks
             raise
         pool.close()
-        pool.join()
     return results

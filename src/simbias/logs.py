@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
+
+from . import signals
 
 
 def to_file(path: str) -> None:
-    """Log to the rule's log file; SIGTERM becomes a normal exit (status 143), so ``finally``
-    blocks run and a write that was under way removes its temporary file."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    """Log to the rule's log file; SIGTERM becomes a normal exit (status 143) and SIGINT
+    KeyboardInterrupt, so ``finally`` blocks run (:mod:`simbias.signals`)."""
+    signals.install_stop_handlers()
     logging.basicConfig(
         filename=path,
         level=logging.INFO,
@@ -24,8 +25,3 @@ def to_file(path: str) -> None:
         sys.__excepthook__(tp, val, tb)
 
     sys.excepthook = excepthook
-
-
-def _exit_on_sigterm(signum, frame):
-    logging.getLogger("simbias").warning("stopped by SIGTERM")
-    sys.exit(128 + signum)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from . import signals
 from ._version import __version__
 from .config_job import regime_sha256
 
@@ -250,21 +251,25 @@ def remove_stale_temporaries(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it into place on success."""
+    """Yield a temporary path in the target's folder; rename it into place on success.
+
+    SIGINT and SIGTERM wait until the file is in place or removed (:func:`simbias.signals.deferred`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give outputs the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with signals.deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give outputs the usual permissions
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64") -> None:
@@ -295,7 +300,7 @@ def open_dataset(path: str | Path) -> xr.Dataset:
     stored as float32 (``record_dtype``) are read back as float64, the stages' type.
     """
     try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
+        with signals.deferred(), xr.open_dataset(path, engine="netcdf4") as ds:  # netCDF4 under a lock
             ds = ds.load()
     except FileNotFoundError:
         raise

@@ -8,6 +8,7 @@ from snakemake.utils import update_config
 from simbias import sweeps
 from simbias.activations import make_activation, pretty
 from simbias.code_version import code_version
+from simbias.signals import forward_to_children
 from simbias.config_job import data_subset, job_config
 from simbias.config_yaml import parse_overrides, read_config_yaml
 from simbias.config import (
@@ -344,6 +345,11 @@ def cancel_rate_limit_timers():
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.cancel()
+
+
+onstart:
+    # SIGINT/SIGTERM to Snakemake alone (`kill PID`) also stop the running jobs (simbias.signals)
+    forward_to_children()
 
 
 onsuccess:
