@@ -82,7 +82,9 @@ def test_a_signal_ends_a_flow_job_within_seconds_whatever_its_workers_do(
     ckpt = tmp_path / "ckpt"
     proc = subprocess.Popen(
         [sys.executable, "-c", JOB, str(tmp_path)],
-        env=dict(os.environ, OMP_NUM_THREADS="2"),
+        # the deadline far off, so that a stop that only the deadline ends cannot pass for a clean
+        # one however loaded the machine is (a clean stop takes about a second, idle)
+        env=dict(os.environ, OMP_NUM_THREADS="2", SIMBIAS_STOP_DEADLINE_S="120"),
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -101,8 +103,8 @@ def test_a_signal_ends_a_flow_job_within_seconds_whatever_its_workers_do(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode not in (0, -signal.SIGALRM)  # a clean stop: not ended by the deadline
-    assert took < signals.DEADLINE_S, took
+    assert proc.returncode not in (0, -signal.SIGALRM)  # a clean stop, not the deadline's
+    assert took < 30, took
     assert not (tmp_path / "flow.nc").exists()
     assert not list(tmp_path.rglob("*.tmp"))
     for _ in range(100):  # the workers die with their parent
@@ -155,6 +157,7 @@ def test_a_job_stuck_after_a_signal_is_ended_by_the_deadline(tmp_path):
         lock = threading.Lock()
         lock.acquire()
         try:
+            print(time.monotonic(), flush=True)  # the moment of the signal, on the machine's clock
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(60)
         finally:
@@ -162,9 +165,8 @@ def test_a_job_stuck_after_a_signal_is_ended_by_the_deadline(tmp_path):
             lock.acquire()  # hangs for ever
         """
     )
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
-    took = time.monotonic() - t0
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    took = time.monotonic() - float(proc.stdout.decode().split()[0])
     assert proc.returncode == -signal.SIGALRM, proc.stderr.decode()[-2000:]
     assert signals.DEADLINE_S - 0.5 < took < signals.DEADLINE_S + 10
 
