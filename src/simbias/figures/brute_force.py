@@ -10,7 +10,7 @@ import seaborn as sns
 
 from .. import model, storage
 from ..activations import make_activation
-from .singular_values import _long, _meaningful_ranks
+from .singular_values import _collapse_line, _end_medians, _end_text, _long, _meaningful_ranks
 from .style import BAND, FONT, _header, _mark_handover, _save
 from .trajectory import _fill_end
 
@@ -46,25 +46,23 @@ def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
         data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
     )
     ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (Z = ΘXᵀ)")
-    ax.axhline(1e-2, color="grey", lw=0.8, ls="--")
+    _collapse_line(ax)
     k_h = int(sgd["step"].values[-1])
     ax.axvline(k_h, color="k", lw=0.8, ls=":")
     ax.text(
         k_h,
         ax.get_ylim()[0],
-        " fig1a hands over to the flow here;\n SGD goes on (fresh noise streams)",
+        f" {regime} hands over to the flow here;\n SGD goes on (fresh noise streams)",
         va="bottom",
         fontsize=FONT["note"],
     )
-    end = np.median(
-        both["feature_sv"].values[keep, -1, 1:K] / both["feature_sv"].values[keep, -1, :1], axis=0
-    )
+    end = _end_medians(both["feature_sv"].values, keep, K)
     per_step = cfg["eta"] ** 2 * cfg["sigma"] ** 2
     top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
     top.set_xlabel("flow time τ = η²σ²·step", fontsize=FONT["note"])
     ax.set_title(
         f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band\n"
-        f"median at step {step[-1]:.3g}: " + ", ".join(f"σ{k + 2}/σ1 = {v:.2g}" for k, v in enumerate(end)),
+        + _end_text(step[-1], step[-1] * per_step, end),
         fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
