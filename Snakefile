@@ -23,6 +23,8 @@ include: "workflow/rules/sweep_groups.smk"
 include: "workflow/rules/figures.smk"
 
 
+# all, extensions, paper: their descriptions (--list-target-rules, simbias list) are in
+# simbias.targets.FIXED_TARGETS; `snakemake REGIME` builds one regime (rules/targets.smk).
 rule all:
     default_target: True
     input:
@@ -37,3 +39,6 @@ rule extensions:
 rule paper:
     input:
         all_outputs("paper"),
+
+
+include: "workflow/rules/targets.smk"

@@ -3,6 +3,7 @@ console script, and no citation of design notes that are not in the repository."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -110,13 +111,30 @@ def test_no_file_cites_design_notes_outside_the_repository():
     assert files == [], files
 
 
-def test_default_target_keeps_the_readme_figure_current(tmp_path):
-    """The README's headline image is an output of the default target (a copy of fig1a's figure)."""
+def _dry_run_files(tmp_path, *targets: str) -> list[str]:
+    """Every output, log and benchmark file a dry run of config.yaml's targets would write."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path).stdout
-    block = out.split("rule readme_figure:", 1)[1].split("\n\n", 1)[0]
-    assert "input: results/figures/fig1a_trajectory.png" in block
-    assert "output: docs/img/fig1a_trajectory.png" in block
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path)]
+    cmd += ["-n", *targets]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = re.findall(r"^    (?:output|log|benchmark): (.+)$", proc.stdout, re.M)
+    return [f for line in lines for f in line.split(", ")]
+
+
+def test_the_default_run_writes_no_tracked_file(tmp_path):
+    """`snakemake` leaves `git status` clean: everything it writes is git-ignored. The README's
+    image (tracked) is made only by `snakemake readme_figure`."""
+    files = _dry_run_files(tmp_path)
+    assert "results/fig1a/flow.nc" in files
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout.split()
+    assert sorted(set(files) - set(ignored)) == []
+    assert "docs/img/fig1a_trajectory.png" in _dry_run_files(tmp_path, "readme_figure")
     readme = (REPO / "README.md").read_text()
     assert "![fig1a: SGD continued by the manifold flow](docs/img/fig1a_trajectory.png)" in readme

@@ -19,16 +19,9 @@ import numpy as np
 import xarray as xr
 
 from ._version import __version__
+from .listing import size_text as _size
 
 FILES = ("data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.csv")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def _g(x, fmt: str = ".3g") -> str:
@@ -219,13 +212,99 @@ def _summary(args: argparse.Namespace) -> int:
     return status
 
 
+def _config_options(p: argparse.ArgumentParser) -> None:
+    """The options that say which config to read, as snakemake's (run from the workflow's folder)."""
+    p.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an extra config file after config.yaml, as snakemake --configfile (repeatable)",
+    )
+    p.add_argument(
+        "--regimes-file",
+        metavar="FILE",
+        help="a regimes file, as snakemake --config regimes_file=FILE",
+    )
+
+
+def _with_config(args: argparse.Namespace, what) -> int:
+    from .config_yaml import ConfigError
+    from .listing import load
+
+    try:
+        cfg = load(args.configfile, args.regimes_file)
+    except ConfigError as exc:
+        print(f"simbias {args.command}: config error: {exc}", file=sys.stderr)
+        return 1
+    return what(cfg)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .listing import list_text
+
+    def show(cfg: dict) -> int:
+        print(list_text(cfg))
+        return 0
+
+    return _with_config(args, show)
+
+
+def _key_numbers(folder: Path) -> list[str]:
+    """The key comparison numbers of ``simbias summary`` (final ranks, Theorems 2 and 3)."""
+    try:
+        lines = summarize_regime(folder).splitlines()
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        return [f"could not read the outputs ({type(exc).__name__}: {exc}); see simbias summary {folder}"]
+    start = next(i for i, line in enumerate(lines) if line.startswith("final ranks"))
+    return lines[start : lines.index("provenance")]
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .listing import show_text, unknown
+
+    def show(cfg: dict) -> int:
+        regimes = cfg["regimes"]
+        if args.name not in regimes and not any(
+            r.get("sweep_of", {}).get("base") == args.name for r in regimes.values()
+        ):
+            print(f"simbias show: {unknown(args.name, cfg)}", file=sys.stderr)
+            return 2
+        print(show_text(args.name, cfg))
+        folder = Path(cfg["results"], args.name)
+        if args.name in regimes and (folder / "comparison.nc").exists():
+            print("\n".join(_key_numbers(folder)))
+        return 0
+
+    return _with_config(args, show)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="simbias",  # also `python -m simbias`
-        description="Tools for the simbias pipeline's outputs (see docs/outputs.md).",
+        description="Tools for the simbias pipeline's config and outputs (see README.md and docs/outputs.md). "
+        "list and show read config.yaml in the current folder, as snakemake does.",
     )
     parser.add_argument("--version", action="version", version=f"simbias {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "list",
+        help="list the targets, regimes and sweeps of the config, and how many of their files exist",
+        description="The targets (snakemake NAME), the regimes and the sweeps of the config "
+        "(config.yaml here, with the schema's defaults), and how many of each one's files are made.",
+    )
+    _config_options(p)
+    p.set_defaults(func=_list)
+    p = sub.add_parser(
+        "show",
+        help="open a regime or sweep: its resolved config, its files and their status, its key numbers",
+        description="A regime's resolved config, the files `snakemake NAME` makes (missing, or made "
+        "with this config or another), and the comparison with Theorems 2 and 3 once computed; for a "
+        "sweep, its grid points and its table.",
+    )
+    p.add_argument("name", metavar="NAME", help="a regime, a sweep or a sweep's grid point (simbias list)")
+    _config_options(p)
+    p.set_defaults(func=_show)
     p = sub.add_parser(
         "summary",
         help="print a readable summary of a regime's outputs",

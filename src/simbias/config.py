@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator, validators
 
 from .config_messages import as_list, messages, where
 from .config_yaml import ConfigError, check_size, read_config_yaml
+from .targets import rule_name_clash
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -203,6 +204,11 @@ def _check_names(config: dict) -> None:
                 f"regime name '{name[:20]}…' is {len(name)} characters long: at most {MAX_NAME} "
                 "(it becomes part of file names)"
             )
+        # `snakemake NAME` builds the regime, so NAME may not be a rule's (a plain regime named
+        # after a results/ folder, 'figures', gets that reason from _semantic_checks)
+        folder = name.lower() in RESERVED_REGIME_NAMES and not (isinstance(reg, dict) and "sweep" in reg)
+        if not folder and (clash := rule_name_clash(name)) is not None:
+            raise ConfigError(clash)
         if isinstance(reg, dict) and "sweep_of" in reg:
             raise ConfigError(
                 f"regime '{name}', field 'sweep_of': set by sweep expansion, do not write it; "

@@ -3,14 +3,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from snakemake.utils import update_config
-
-from simbias import sweeps
+from simbias import sweeps, targets
 from simbias.activations import make_activation, pretty
 from simbias.code_version import code_version
 from simbias.signals import forward_to_children
 from simbias.config_job import data_subset, job_config
-from simbias.config_yaml import parse_overrides, read_config_yaml
+from simbias.config_files import merged_config
+from simbias.config_yaml import parse_overrides
 from simbias.config import (
     REGIME_NAME,
     ConfigError,
@@ -24,55 +23,18 @@ from simbias.config import (
 ADDED_BY = {}
 
 
-def _note_added_regimes(raw, more, path):
-    known, new = raw.get("regimes"), more.get("regimes")
-    if isinstance(new, dict):
-        for name in new:
-            if not isinstance(known, dict) or name not in known:
-                ADDED_BY.setdefault(
-                    name, re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)
-                )
-
-
-def _read_mapping(path):
-    """An extra config file, read by the safe loader; its top level must be a mapping."""
-    more = read_config_yaml(path)
-    if not isinstance(more, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (regimes: ...)")
-    return more
-
-
 def _raw_config():
-    """config.yaml, then each --configfile, then the regimes file, then --config KEY=VALUE.
-
-    Every file goes through the safe YAML loader (not Snakemake's configfile:). An extra
-    file's regimes merge with config.yaml's: a new name adds a regime, a known name
-    overrides only the fields it gives. --replace-workflow-config drops config.yaml.
-    `--config regimes_file=my.yaml` is the safe route for extra regimes: Snakemake itself
-    parses every --configfile first, with yte, which runs Python written in the file
-    (docs/reliability.md); a regimes file is read only by the safe loader.
+    """config.yaml, then each --configfile, then the regimes file, then --config KEY=VALUE
+    (simbias.config_files.merged_config, which `simbias list` and `simbias show` use too).
     """
-    extras = list(workflow.overwrite_configfiles)
     settings = workflow.config_settings
-    base = Path("config.yaml")
-    keep_base = not settings.replace_workflow_config and (base.exists() or not extras)
-    raw = read_config_yaml(base) if keep_base else {}
-    if not isinstance(raw, dict):
-        return raw  # validate_config names the problem
-    for extra in extras:
-        if Path(extra).resolve() == base.resolve():
-            continue
-        more = _read_mapping(extra)
-        _note_added_regimes(raw, more, extra)
-        update_config(raw, more)
-    overrides = parse_overrides(dict(settings.config))
-    regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
-    if regimes_file is not None:
-        more = _read_mapping(str(regimes_file))
-        _note_added_regimes(raw, more, str(regimes_file))
-        update_config(raw, more)
-    update_config(raw, overrides)  # --config KEY=VALUE overrides
-    return raw
+    return merged_config(
+        Path("config.yaml"),
+        list(workflow.overwrite_configfiles),
+        parse_overrides(dict(settings.config)),
+        replace_base=settings.replace_workflow_config,
+        added_by=ADDED_BY,
+    )
 
 
 # Refuse a bad config before any job starts: one line naming regime and field, exit 1.
@@ -107,17 +69,14 @@ REGIMES = list(config["regimes"])
 # regimes of the default target, and those behind `snakemake extensions` and `snakemake paper`
 TARGETS = {
     t: [r for r in REGIMES if config["regimes"][r]["target"] == t]
-    for t in ("default", "extensions", "paper")
+    for t in targets.TARGET_RULES
 }
 # regimes whose SGD is continued past the hand-over and held against the flow
 BRUTE_FORCE = [r for r in REGIMES if config["regimes"][r]["brute_force"]["steps"] > 0]
-BRUTE_KINDS = ["brute_force", "sgd_alone"]
-FIGURE_KINDS = ["singular_values", "trajectory", "neuron_pca", "structure"]
+BRUTE_KINDS = list(targets.BRUTE_KINDS)
+FIGURE_KINDS = list(targets.FIGURE_KINDS)
 # sweep base name -> its grid-point regimes (see simbias.sweeps)
-SWEEPS = {}
-for _name, _reg in config["regimes"].items():
-    if "sweep_of" in _reg:
-        SWEEPS.setdefault(_reg["sweep_of"]["base"], []).append(_name)
+SWEEPS = targets.sweeps(config["regimes"])
 # sweep base -> its grid points in chunks, one job per chunk and stage (rules/sweep_groups.smk);
 # sweeps with group_size: 1 are left to the per-point rules
 GROUPS = sweeps.groups(config["regimes"])
@@ -236,11 +195,6 @@ def figure_outputs(kinds):
     return out
 
 
-def draws_point_figures(regime):
-    """False for the grid points of a sweep whose point figures are off (sweeps.POINT_FIGURES_MAX)."""
-    return config["regimes"][regime].get("sweep_of", {}).get("point_figures", True)
-
-
 def summary_inputs(wildcards):
     return expand(
         f"{RESULTS}/{{regime}}/comparison.csv", regime=SUMMARIES[wildcards.summary]
@@ -248,47 +202,17 @@ def summary_inputs(wildcards):
 
 
 def all_outputs(target="default"):
-    """A target's every file: NetCDF, tables (CSV and HTML), figures, summaries."""
-    regimes = TARGETS[target]
-    files = expand(
-        f"{RESULTS}/{{regime}}/{{name}}",
-        regime=regimes,
-        name=["data.nc", "sgd.nc", "flow.nc", "comparison.nc", "comparison.html"],
-    )
-    files += expand(
-        f"{RESULTS}/{{regime}}/brute_force.nc",
-        regime=[r for r in regimes if r in BRUTE_FORCE],
-    )
-    for stem in summary_groups(target):
-        files += [f"{RESULTS}/{stem}.csv", f"{RESULTS}/{stem}.html"]
-    if target == "default" and "fig1a" in regimes:  # the README's headline figure
-        files.append("docs/img/fig1a_trajectory.png")
-    return files + all_figures(target)
-
-
-def all_figures(target="default"):
+    """A target's every file: each of its regimes' own (NetCDF, tables, figures; simbias.targets),
+    its sweeps' tables and phase diagrams, its summaries."""
     regimes = TARGETS[target]
     bases = [b for b in SWEEPS if SWEEPS[b][0] in regimes]
-    drawn = [r for r in regimes if draws_point_figures(r)]
-    per_regime = expand(
-        f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=drawn,
-        kind=FIGURE_KINDS,
-        ext=["png", "pdf"],
-    )
-    brute = expand(
-        f"{RESULTS}/figures/{{regime}}_{{kind}}.{{ext}}",
-        regime=[r for r in drawn if r in BRUTE_FORCE],
-        kind=BRUTE_KINDS,
-        ext=["png", "pdf"],
-    )
-    return (
-        per_regime
-        + brute
-        + expand(
-            f"{RESULTS}/figures/{{base}}_phase.{{ext}}", base=bases, ext=["png", "pdf"]
-        )
-    )
+    names = [r for r in regimes if "sweep_of" not in config["regimes"][r]] + bases
+    files = [
+        f for r in names for f in targets.regime_files(r, config["regimes"], RESULTS)
+    ]
+    for stem in summary_groups(target):
+        files += [f"{RESULTS}/{stem}.csv", f"{RESULTS}/{stem}.html"]
+    return files
 
 
 def brute_force_input(wildcards):
@@ -296,6 +220,14 @@ def brute_force_input(wildcards):
     if wildcards.regime in BRUTE_FORCE:
         return f"{RESULTS}/{wildcards.regime}/brute_force.nc"
     return []
+
+
+def unknown_target_input(wildcards):
+    """`snakemake NAME` where NAME is no rule, regime or file (rules/targets.smk): one line
+    naming the closest targets, exit 1."""
+    names = targets.target_names(config["regimes"])
+    sys.stderr.write(targets.unknown_target(wildcards.name, names) + "\n")
+    raise SystemExit(1)
 
 
 def report_failures():

@@ -54,7 +54,8 @@ rule phase_diagram:
         "../scripts/phase_diagram.py"
 
 
-# The README's headline image, kept current by the default target (a copy of fig1a's).
+# The README's headline image (tracked in git): made only on request (`snakemake readme_figure`),
+# so that a run of the default target leaves `git status` clean.
 rule readme_figure:
     input:
         f"{RESULTS}/figures/fig1a_trajectory.png",

@@ -4,10 +4,23 @@
 # call. Every point keeps its own files; the chunk's params hold its points' configs, so an
 # edit reruns the chunks whose points changed. `group_size: 1` leaves a sweep to the per-point
 # rules (data.smk, sgd.smk, flow.smk, compare.smk).
+#
+# These jobs are internal: `snakemake <sweep>` or `snakemake <grid point>` runs them. Snakemake
+# lists every rule without a wildcard as a target (--list-target-rules), so each of their files
+# ends in the wildcard {internal}, which matches only the empty text: the files are the same.
+
+
+wildcard_constraints:
+    internal=".{0}",
+
+
+def _internal(paths):
+    return [f"{p}{{internal}}" for p in paths]
+
+
 for _base, _chunks in GROUPS.items():
     for _k, _pts in enumerate(_chunks):
         _tag = f"{_base}/group{_k:03d}"
-        _rule = f"{re.sub(r'[^A-Za-z0-9_]', '_', _base)}_group{_k:03d}"
         _data = [f"{RESULTS}/{p}/data.nc" for p in _pts]
         _sgd = [f"{RESULTS}/{p}/sgd.nc" for p in _pts]
         _flow = [f"{RESULTS}/{p}/flow.nc" for p in _pts]
@@ -17,11 +30,11 @@ for _base, _chunks in GROUPS.items():
 
         rule:
             name:
-                f"make_data_{_rule}"
+                targets.group_rule("make_data", _base, _k)
             output:
-                _data,
+                _internal(_data),
             log:
-                f"logs/sweeps/{_tag}/make_data.log",
+                f"logs/sweeps/{_tag}/make_data.log{{internal}}",
             params:
                 points=_pts,
                 cfgs={p: data_subset(config["regimes"][p]) for p in _pts},
@@ -31,15 +44,15 @@ for _base, _chunks in GROUPS.items():
 
         rule:
             name:
-                f"run_sgd_{_rule}"
+                targets.group_rule("run_sgd", _base, _k)
             input:
                 data=_data,
             output:
-                _sgd,
+                _internal(_sgd),
             log:
-                f"logs/sweeps/{_tag}/run_sgd.log",
+                f"logs/sweeps/{_tag}/run_sgd.log{{internal}}",
             benchmark:
-                f"benchmarks/out/sweeps/{_tag}/run_sgd.tsv"
+                f"benchmarks/out/sweeps/{_tag}/run_sgd.tsv{{internal}}"
             threads: 2
             resources:
                 gpu=sgd_gpus(_first),
@@ -55,16 +68,16 @@ for _base, _chunks in GROUPS.items():
 
         rule:
             name:
-                f"run_flow_{_rule}"
+                targets.group_rule("run_flow", _base, _k)
             input:
                 data=_data,
                 sgd=_sgd,
             output:
-                _flow,
+                _internal(_flow),
             log:
-                f"logs/sweeps/{_tag}/run_flow.log",
+                f"logs/sweeps/{_tag}/run_flow.log{{internal}}",
             benchmark:
-                f"benchmarks/out/sweeps/{_tag}/run_flow.tsv"
+                f"benchmarks/out/sweeps/{_tag}/run_flow.tsv{{internal}}"
             threads: 4
             params:
                 points=_pts,
@@ -76,18 +89,18 @@ for _base, _chunks in GROUPS.items():
 
         rule:
             name:
-                f"compare_{_rule}"
+                targets.group_rule("compare", _base, _k)
             input:
                 data=_data,
                 sgd=_sgd,
                 flow=_flow,
                 brute=[f"{RESULTS}/{p}/brute_force.nc" for p in _brute],
             output:
-                nc=[f"{RESULTS}/{p}/comparison.nc" for p in _pts],
-                csv=[f"{RESULTS}/{p}/comparison.csv" for p in _pts],
+                nc=_internal(f"{RESULTS}/{p}/comparison.nc" for p in _pts),
+                csv=_internal(f"{RESULTS}/{p}/comparison.csv" for p in _pts),
                 html=[
                     report(
-                        f"{RESULTS}/{p}/comparison.html",
+                        f"{RESULTS}/{p}/comparison.html{{internal}}",
                         caption="../report/table.rst",
                         category=p,
                         subcategory="comparison with theory",
@@ -96,7 +109,7 @@ for _base, _chunks in GROUPS.items():
                     for p in _pts
                 ],
             log:
-                f"logs/sweeps/{_tag}/compare.log",
+                f"logs/sweeps/{_tag}/compare.log{{internal}}",
             params:
                 points=_pts,
                 cfgs=_cfgs,
