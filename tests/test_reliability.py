@@ -658,3 +658,26 @@ def test_sigterm_to_snakemake_alone_finishes_the_running_job_and_records_it(tmp_
     assert (work / w["target"]).exists() and not (work / "results" / "r" / "flow.nc").exists()
     assert temporaries(work / "results") == []
     assert jobs(smk(work, os.environ.copy(), "-n", w["target"])) == set()
+
+
+def test_an_sgd_nc_truncated_in_place_is_recomputed_after_the_advice(tmp_path, caplog):
+    """sgd.nc shares its bytes with the finished copy kept for kill -9 recovery (a hard link):
+    truncating sgd.nc in place truncates both. Following the reader's advice (delete it, run
+    again) must recompute it, never hand the corrupt copy back (issue 27)."""
+    cfg = resolved()
+    data, out = tmp_path / "data.nc", tmp_path / "r" / "sgd.nc"
+    ckpt = tmp_path / ".checkpoints" / "r" / "run_sgd.npz"
+    make_data("r", cfg, data)
+    run_sgd("r", cfg, data, out, checkpoint_path=str(ckpt))
+    good = storage.open_dataset(out)
+    with open(out, "r+b") as fh:  # `truncate -s 2000 sgd.nc`: the shared inode
+        fh.truncate(2000)
+    with pytest.raises(OSError, match="Delete it and run the same"):
+        storage.open_dataset(out)
+    out.unlink()  # the advice
+    run_sgd("r", cfg, data, out, checkpoint_path=str(ckpt))
+    again = storage.open_dataset(out)
+    xr.testing.assert_equal(again, good)
+    assert again.attrs["config_sha256"] == good.attrs["config_sha256"]
+    assert "not reused, SGD runs again" in caplog.text
+    assert (ckpt.parent / "finished_sgd.nc").samefile(out)  # kept for the next kill -9
