@@ -47,11 +47,13 @@ def _counts(values) -> str:
 
 
 def _open(folder: Path, name: str) -> xr.Dataset | None:
+    """The file loaded, None where it is missing; OSError naming it where it cannot be read."""
     path = folder / name
     if not path.exists():
         return None
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+    from .storage import open_dataset
+
+    return open_dataset(path)
 
 
 def _is_regime(folder: Path) -> bool:
@@ -213,9 +215,15 @@ def _summary(args: argparse.Namespace) -> int:
             status = 2
             continue
         for j, folder in enumerate(folders):
+            try:
+                text = summarize_regime(folder)
+            except OSError as exc:  # a corrupt or truncated file: one line naming it
+                print(f"simbias summary: {exc}", file=sys.stderr)
+                status = 1
+                continue
             if i or j:
                 print()
-            print(summarize_regime(folder))
+            print(text)
     return status
 
 
