@@ -2,6 +2,7 @@
 exact reruns (issue 5). End-to-end parts run the real `snakemake` command on tiny regimes."""
 
 import ast
+import errno
 import json
 import os
 import re
@@ -474,6 +475,57 @@ def test_a_corrupt_netcdf_is_named_with_its_recovery(tmp_path):
         storage.open_dataset(path)
     msg = str(exc.value)
     assert str(path) in msg and "corrupt or truncated" in msg and "Delete it and run the same" in msg
+
+
+def _statvfs_free(monkeypatch, free_bytes: int) -> None:
+    """os.statvfs as storage sees it: a file system with ``free_bytes`` left."""
+    real = os.statvfs
+
+    def statvfs(p):
+        st = real(p)
+        blocks = free_bytes // st.f_frsize
+        return os.statvfs_result(st[:3] + (blocks, blocks) + st[5:])
+
+    monkeypatch.setattr(storage.os, "statvfs", statvfs)
+
+
+@pytest.mark.parametrize("how", ["csv_enospc", "netcdf_hdf_error"])
+def test_a_full_disk_is_named_with_the_file(tmp_path, monkeypatch, how):
+    """A full disk: one OSError (ENOSPC) naming the file, the previous file intact, no temporary.
+    A CSV or figure write fails with errno ENOSPC; netCDF says only "NetCDF: HDF error", so
+    the free space decides (here a file system with 4 kB left)."""
+    target = tmp_path / "r" / ("comparison.csv" if how == "csv_enospc" else "sgd.nc")
+    target.parent.mkdir()
+    target.write_bytes(b"previous")
+    if how == "csv_enospc":
+
+        def write(tmp):
+            with open(tmp, "w") as fh:
+                fh.write("regime,")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    else:
+        _statvfs_free(monkeypatch, 4096)
+
+        def write(tmp):
+            tmp.write_bytes(b"half a netCDF file")
+            raise RuntimeError("NetCDF: HDF error")  # what netCDF4 raises on a full disk
+
+    with pytest.raises(OSError) as exc:
+        with storage.atomic_path(target) as tmp:
+            write(tmp)
+    assert exc.value.errno == errno.ENOSPC
+    msg = str(exc.value)
+    assert msg.startswith("no space left on device") and f"writing {target} (" in msg
+    assert "run the same command again" in msg and "\n" not in msg
+    assert target.read_bytes() == b"previous" and list(target.parent.iterdir()) == [target]
+
+
+def test_a_write_error_with_free_space_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    _statvfs_free(monkeypatch, 10 * storage.DISK_FULL_FREE_BYTES)
+    with pytest.raises(RuntimeError, match="^NetCDF: HDF error$"):
+        with storage.atomic_path(tmp_path / "sgd.nc"):
+            raise RuntimeError("NetCDF: HDF error")
 
 
 def test_a_checkpoint_that_cannot_be_written_is_a_warning(tmp_path, problem, caplog, monkeypatch):

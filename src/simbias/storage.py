@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 import math
@@ -250,7 +251,12 @@ def remove_stale_temporaries(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it into place on success."""
+    """Yield a temporary path in the target's folder; rename it into place on success.
+
+    A write that fails because the disk is full raises :class:`OSError` (errno ENOSPC) naming
+    ``path`` (netCDF reports a full disk only as "NetCDF: HDF error"); the previous file, if
+    any, is left as it was and the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
@@ -262,9 +268,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give outputs the usual permissions
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if (full := disk_full(exc, path)) is not None:
+            raise full from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# A write error with less than this free on the file system is taken for a full disk: the
+# libraries below netCDF (HDF5) report ENOSPC as a bare "HDF error", with no errno.
+DISK_FULL_FREE_BYTES = 64 << 20
+
+
+def disk_full(exc: BaseException, path: Path) -> OSError | None:
+    """The one-line ENOSPC error for a failed write of ``path``; None when the disk is not full.
+
+    The disk counts as full when the error chain holds ENOSPC or EDQUOT, or when the error
+    carries no errno (netCDF's "HDF error") and the file system has under
+    :data:`DISK_FULL_FREE_BYTES` free (read while the failed temporary file still holds its space).
+    """
+    chain, e = [], exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        why = "no space left on device"
+    else:
+        try:
+            st = os.statvfs(path.parent)
+        except OSError:
+            return None
+        free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+        if free >= DISK_FULL_FREE_BYTES:
+            return None
+        why = f"no space left on device ({free / 2**20:.1f} MiB free)"
+    err = OSError(
+        f"{why} writing {path} ({type(exc).__name__}: {exc}); the previous {path.name}, if any, is "
+        "unchanged. Free some space (or link results/ to a larger disk) and run the same command again"
+    )
+    err.errno = errno.ENOSPC
+    return err
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64") -> None:
