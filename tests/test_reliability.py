@@ -629,6 +629,22 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.tmp")]
 
 
+def signal_after_checkpoints(proc: subprocess.Popen, ckpt: Path, step: int, sig: str, what: str) -> int:
+    """Once ``ckpt`` holds step ``step`` or later, send ``sig`` to Snakemake's process group and
+    check that every process of it ends within 15 s; the checkpoint's step when signalled."""
+    deadline = time.monotonic() + 120
+    while checkpoint_step(ckpt) < step and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    seen = checkpoint_step(ckpt)
+    assert seen >= step, f"{what} never got going"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
+    assert time.monotonic() - t0 < 15, "did not stop promptly"
+    return seen
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig):
     """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the process group (what
@@ -638,16 +654,7 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=20)
     work, every = w["work"], w["every"]
     proc = start_snakemake(work, w["target"], os.environ.copy())
-    deadline = time.monotonic() + 120
-    while checkpoint_step(w["ckpt"]) < 3 * every and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    seen = checkpoint_step(w["ckpt"])
-    assert seen >= 3 * every, "SGD never got going"
-    t0 = time.monotonic()
-    os.killpg(proc.pid, getattr(signal, sig))
-    proc.wait(timeout=60)
-    assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
-    assert time.monotonic() - t0 < 15, "did not stop promptly"
+    seen = signal_after_checkpoints(proc, w["ckpt"], 3 * every, sig, "SGD")
     done = (work / w["target"]).exists()
     assert proc.returncode != 0, f"Snakemake exited 0 (sgd.nc written: {done}; run of {w['steps']} steps)"
     assert not done and w["ckpt"].exists()
@@ -659,6 +666,40 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     resumed = [int(s) for s in re.findall(r"resuming from checkpoint \S+ at step (\d+)", log)]
     assert resumed and resumed[-1] >= seen, log[-2000:]
     assert temporaries(work / "results") == [] and not w["ckpt"].exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_brute_force_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig):
+    """The brute-force continuation (the longest SGD job) checkpoints like run_sgd: Ctrl-C or
+    SIGTERM to the process group while it runs ends Snakemake and the job within seconds, with
+    no brute_force.nc, no temporary file and its checkpoint intact; the same command resumes
+    from the checkpoint and writes what an uninterrupted run writes."""
+    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=10)
+    work, every = w["work"], w["every"]
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    reg = cfg["regimes"]["r"]
+    reg["brute_force"] = {"steps": reg["sgd"]["steps"], "log_points": 10, "linear_points": 4}
+    reg["sgd"]["steps"] = 2 * every  # SGD itself short
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = work / "results" / "r" / "brute_force.nc"
+    ckpt = work / "results" / ".checkpoints" / "r" / "run_brute_force.npz"
+    proc = start_snakemake(work, "results/r/brute_force.nc", os.environ.copy())
+    seen = signal_after_checkpoints(proc, ckpt, 3 * every, sig, "the brute-force run")
+    assert proc.returncode != 0 and not target.exists() and checkpoint_step(ckpt) >= seen
+    assert temporaries(work / "results") == []
+    rerun = smk(work, os.environ.copy(), "results/r/brute_force.nc")  # the same command
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (work / "logs" / "r" / "run_brute_force.log").read_text()
+    resumed = [int(s) for s in re.findall(r"resuming from checkpoint \S+ at step (\d+)", log)]
+    assert resumed and resumed[-1] >= seen, log[-2000:]
+    assert temporaries(work / "results") == [] and not ckpt.exists()
+    # the same numbers as an uninterrupted run of the same job
+    from simbias.stages.brute_force import run_brute_force
+
+    job = job_config(validate_config(cfg)["regimes"]["r"])
+    res = work / "results" / "r"
+    run_brute_force("r", job, res / "data.nc", res / "sgd.nc", tmp_path / "ref.nc")
+    xr.testing.assert_equal(storage.open_dataset(target), storage.open_dataset(tmp_path / "ref.nc"))
 
 
 def test_kill_9_after_sgd_nc_is_in_place_does_not_redo_sgd(tmp_path, sgd_rate):
