@@ -20,11 +20,12 @@ import xarray as xr
 import yaml
 
 from simbias import ensemble, sgd, storage
-from simbias.activations import OddPower
+from simbias.activations import OddPower, make_activation
 from simbias.checkpoint import SGDCheckpoint
 from simbias.config import validate_config
 from simbias.config_job import job_config
 from simbias.figures import style
+from simbias.stages.common import open_inputs
 from simbias.stages.compare import compare
 from simbias.stages.data import make_data
 from simbias.stages.flow import run_flow_stage
@@ -150,6 +151,73 @@ def test_with_no_steps_the_initial_loss_is_checked(tmp_path):
     s = storage.open_dataset(tmp_path / "sgd.nc")
     np.testing.assert_array_equal(s["diverged"].values.astype(bool), ~(L0 <= bound))
     assert (s["diverged_step"].values[L0 > bound] == 0).all()
+
+
+def test_values_beyond_the_record_dtype_are_flagged_and_not_flowed(tmp_path):
+    """record_dtype float32 and a loss of about 1e61 (finite in float64, within a raised
+    loss_bound): sgd.nc stores inf, and flags the replica in record_overflow; the flow does not
+    start from it (status start_not_finite, no integrator call), the comparison and the summary
+    say why (issue 27: it was unflagged, and the flow ran for minutes)."""
+    cfg = resolved(
+        replicas=2,
+        init={"scale": 1e10},  # z ~ 1e10, z³ ~ 1e30, L ~ 1e61
+        record_dtype="float32",
+        sgd={"steps": 0, "log_points": 0, "linear_points": 0, "loss_bound": 1e300},
+    )
+    p = {k: tmp_path / f"{k}.nc" for k in ("data", "sgd", "flow", "comparison")}
+    make_data("r", cfg, p["data"])
+    run_sgd("r", cfg, p["data"], p["sgd"])
+    s = storage.open_dataset(p["sgd"])
+    assert np.isinf(s["loss"].values[:, -1]).all() and not s["diverged"].values.any()
+    assert s["record_overflow"].values.astype(bool).all()
+    assert s["record_overflow"].attrs["flag_meanings"] == "no yes"
+    run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"])
+    f = storage.open_dataset(p["flow"])
+    assert list(f["status"].values) == ["start_not_finite"] * 2
+    assert (f["nfev"].values == -1).all() and list(f["retraction"].values) == ["none"] * 2
+    compare("r", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], tmp_path / "comparison.csv")
+    flags = pd.read_csv(tmp_path / "comparison.csv")["flag"]
+    assert flags.str.startswith("not flowed: SGD's last record is not finite as stored").all()
+    summarize([str(tmp_path / "comparison.csv")], str(tmp_path / "summary.csv"))
+    failed = pd.read_csv(tmp_path / "summary.csv")["failed"].iloc[0]
+    assert failed.startswith("no replica could be flowed: 2 of 2 hold values beyond record_dtype")
+    # float64 records keep the same values, unflagged
+    cfg64 = {**cfg, "record_dtype": "float64"}
+    run_sgd("r", cfg64, p["data"], tmp_path / "sgd64.nc")
+    s64 = storage.open_dataset(tmp_path / "sgd64.nc")
+    assert np.isfinite(s64["loss"].values).all() and not s64["record_overflow"].values.any()
+    np.testing.assert_allclose(s64["loss"].values[:, -1], 1e61, rtol=0.5)
+
+
+def test_the_retraction_cannot_run_without_end(tmp_path, monkeypatch):
+    """From a start far off M (loss ~1e61) the gradient flow of the retraction crawled for
+    minutes to hours; it now stops after its budget of evaluations and the retraction fails.
+    A start that needs the gradient flow (loss ~1e6) still gets onto M well within the budget."""
+    from simbias import flow, model
+
+    cfg = resolved(init={"scale": 7.0})
+    make_data("r", cfg, tmp_path / "data.nc")
+    ds, X, y, w = open_inputs(tmp_path / "data.nc")
+    near = ds["theta0"].values[0]
+    act = make_activation(cfg["activation"])
+    calls = [0]
+    grad = model.grad_loss
+
+    def counted(*a, **k):
+        calls[0] += 1
+        assert calls[0] <= 10 * 3000, "the gradient flow ran past ten times its budget"
+        return grad(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(model, "grad_loss", counted)
+        m.setattr(flow, "gradient_flow_budget", lambda size: 3000)
+        far = near * (1e10 / 7.0)
+        assert model.loss(np, act, far[None], X, y, w)[0] > 1e50
+        th, how = flow.retract(act, far, X, y, w)
+    assert how == "failed" and calls[0] == 3000
+    assert model.loss(np, act, near[None], X, y, w)[0] > 1e5
+    th, how = flow.retract(act, near, X, y, w)  # the real budget
+    assert how == "gradient_flow+newton" and model.loss(np, act, th[None], X, y, w)[0] < 1e-20
 
 
 # --------------------------------------------------------------------------- checkpoints

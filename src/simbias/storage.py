@@ -57,6 +57,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "weight_sv": ("singular values of Θ, descending (NaN past min(m, d))", "1"),
     "diverged": ("replica frozen because its loss became non-finite or exceeded loss_bound", "1"),
     "diverged_step": ("step at which the replica diverged (-1: never)", "1"),
+    "record_overflow": (
+        "a finite value of the replica's records is beyond record_dtype's range (stored as inf)",
+        "1",
+    ),
     "grad_norm": ("Riemannian gradient norm ‖∇_M F‖", "1"),
     "theta_end": ("first-layer weights θ_j where the flow stopped", "1"),
     "tau_end": ("flow time at which the flow stopped (SGD's clock continued)", "1"),
@@ -134,6 +138,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
 # Yes/no variables: CF flag attributes (stored as 0/1; NaN where not applicable).
 FLAGS = {
     "diverged",
+    "record_overflow",
     "sgd_diverged",
     "reached_theorem2_point",
     "theorem3_bound_holds",
@@ -328,8 +333,30 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64"
         for name, var in ds.data_vars.items():
             if "record" in var.dims and var.dtype.kind == "f" and name in enc:
                 enc[name]["dtype"] = record_dtype
-    with atomic_path(path) as tmp:
+    # values beyond a narrower record_dtype become ±inf: flagged by the caller (record_overflow)
+    with atomic_path(path) as tmp, np.errstate(over="ignore"):
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+
+
+def record_overflow(ds: xr.Dataset, record_dtype: str) -> tuple[np.ndarray, str]:
+    """Per replica: whether a finite value of a per-record float variable is beyond
+    ``record_dtype``'s range (stored as ±inf); and the largest such value and its variable, as text."""
+    over = np.zeros(ds.sizes["replica"], dtype=bool)
+    worst, where = 0.0, ""
+    if np.dtype(record_dtype) == np.float64:
+        return over, ""
+    big = float(np.finfo(record_dtype).max)
+    for name, var in ds.data_vars.items():
+        if "record" not in var.dims or "replica" not in var.dims or var.dtype.kind != "f":
+            continue
+        v = var.transpose("replica", ...).values
+        with np.errstate(over="ignore"):
+            bad = np.isfinite(v) & ~np.isfinite(v.astype(record_dtype))
+        if bad.any():
+            over |= bad.reshape(len(over), -1).any(axis=1)
+            if (top := float(np.max(np.abs(v[bad])))) > worst:
+                worst, where = top, f"{name} = {top:.3g} (largest {record_dtype}: {big:.3g})"
+    return over, where
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:
