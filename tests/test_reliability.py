@@ -19,7 +19,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from simbias import ensemble, sgd, storage
+from simbias import cli, ensemble, sgd, storage
 from simbias.activations import OddPower, make_activation
 from simbias.checkpoint import SGDCheckpoint
 from simbias.config import validate_config
@@ -181,6 +181,7 @@ def test_values_beyond_the_record_dtype_are_flagged_and_not_flowed(tmp_path):
     summarize([str(tmp_path / "comparison.csv")], str(tmp_path / "summary.csv"))
     failed = pd.read_csv(tmp_path / "summary.csv")["failed"].iloc[0]
     assert failed.startswith("no replica could be flowed: 2 of 2 hold values beyond record_dtype")
+    assert "τ from 0 to n/a; start_not_finite: 2" in cli.summarize_regime(tmp_path)  # no warning
     # float64 records keep the same values, unflagged
     cfg64 = {**cfg, "record_dtype": "float64"}
     run_sgd("r", cfg64, p["data"], tmp_path / "sgd64.nc")

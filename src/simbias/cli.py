@@ -110,10 +110,11 @@ def summarize_regime(folder: Path) -> str:
             f"{_g(tau[-1])}; {div} of {sgd.sizes['replica']} replicas diverged"
         )
     if flow is not None:
-        tau = flow["tau"].values
+        tau, tau_end = flow["tau"].values, flow["tau_end"].values
         status = Counter(str(s) for s in flow["status"].values)
+        end = np.nanmax(tau_end) if np.isfinite(tau_end).any() else None  # None: no replica flowed
         add(
-            f"  flow: {flow.sizes['record']} records, τ from {_g(tau[0])} to {_g(np.nanmax(flow['tau_end'].values))}; "
+            f"  flow: {flow.sizes['record']} records, τ from {_g(tau[0])} to {_g(end)}; "
             + ", ".join(f"{k}: {v}" for k, v in status.most_common())
         )
 
