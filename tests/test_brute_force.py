@@ -1,12 +1,18 @@
 """SGD's stationary spread around M (the brute-force tolerance) and the brute-force stage."""
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from conftest import problem_on_manifold
 
-from simbias import flow, sgd, theory
+from simbias import flow, sgd, storage, theory
+from simbias.checkpoint import SGDCheckpoint
 from simbias.config import load_schema, validate_config
+from simbias.config_job import job_config
 from simbias.stages.brute_force import run_brute_force
 from simbias.stages.compare import compare
 from simbias.stages.data import make_data
@@ -68,3 +74,73 @@ def test_brute_force_stage_agrees_with_the_flow(tmp_path):
     # SGD's own loss at the end is of the size of its stationary loss
     ratio = df["brute_loss_sgd"].mean() / df["brute_loss_stationary"].mean()
     assert 0.3 < ratio < 3.0
+
+
+class Stop(Exception):
+    """Stands for a kill right after a checkpoint was saved."""
+
+
+def test_a_stopped_brute_force_run_resumes_bit_for_bit(tmp_path, monkeypatch, caplog):
+    """run_brute_force saves checkpoints like run_sgd: stopped after its second checkpoint and
+    rerun, it resumes there and writes the same brute_force.nc (every variable, every bit) as an
+    uninterrupted run; the checkpoint is gone afterwards. A resume whose θ is one ulp off is
+    told apart, so the comparison is strict enough to see a wrong resume."""
+    raw = {
+        "m": 4,
+        "d": 3,
+        "n": 2,
+        "eta": 0.05,
+        "sigma": 0.2,
+        "replicas": 3,
+        "sgd": {"steps": 500, "log_points": 5, "linear_points": 2},
+        "brute_force": {"steps": 6000, "log_points": 12, "linear_points": 5},
+    }
+    caplog.set_level(logging.INFO, logger="simbias")
+    cfg = job_config(validate_config({"regimes": {"b": raw}})["regimes"]["b"])
+    p = {k: str(tmp_path / f"{k}.nc") for k in ("data", "sgd", "ref", "brute", "ulp")}
+    make_data("b", cfg, p["data"])
+    run_sgd("b", cfg, p["data"], p["sgd"])
+    run_brute_force("b", cfg, p["data"], p["sgd"], p["ref"])  # uninterrupted, no checkpoint
+    ckpt = tmp_path / ".checkpoints" / "b" / "run_brute_force.npz"
+
+    def run(out: str) -> None:
+        run_brute_force("b", cfg, p["data"], p["sgd"], out, str(ckpt), checkpoint_every_steps=1000)
+
+    def interrupted(out: str) -> None:
+        save = SGDCheckpoint.save
+
+        def save_then_stop(self, k, arrays):
+            save(self, k, arrays)
+            if self.saves == 2:
+                raise Stop
+
+        with monkeypatch.context() as m:
+            m.setattr(SGDCheckpoint, "save", save_then_stop)
+            with pytest.raises(Stop):
+                run(out)
+        assert ckpt.exists() and not Path(out).exists()
+
+    interrupted(p["brute"])
+    run(p["brute"])
+    assert "resuming from checkpoint" in caplog.text and "(resumed at step 2000)" in caplog.text
+    assert not ckpt.exists() and not ckpt.parent.exists()
+    ref, got = storage.open_dataset(p["ref"]), storage.open_dataset(p["brute"])
+    xr.testing.assert_equal(got, ref)
+    assert {k: v for k, v in got.attrs.items() if k not in ("created", "history")} == {
+        k: v for k, v in ref.attrs.items() if k not in ("created", "history")
+    }
+
+    # the mutant: a resume whose θ is one ulp off
+    interrupted(p["ulp"])
+    load = SGDCheckpoint.load
+
+    def load_one_ulp_off(self):
+        state = load(self)
+        th = state.arrays["theta"]
+        th[...] = np.nextafter(th, np.inf)  # every entry one ulp up
+        return state
+
+    monkeypatch.setattr(SGDCheckpoint, "load", load_one_ulp_off)
+    run(p["ulp"])
+    with pytest.raises(AssertionError):
+        xr.testing.assert_equal(storage.open_dataset(p["ulp"]), ref)

@@ -76,3 +76,20 @@ def test_version_and_help():
     assert run("--version").stdout.startswith("simbias ")
     proc = run()
     assert proc.returncode == 2 and "summary" in proc.stderr
+
+
+def test_summary_of_a_corrupt_file_names_it_in_one_line(tiny, tmp_path):
+    """A truncated flow.nc: one line naming the file and what to do, no traceback, exit 1."""
+    import shutil
+
+    folder = tmp_path / "tiny_a"
+    shutil.copytree(tiny / "results" / "tiny_a", folder)
+    flow = folder / "flow.nc"
+    flow.write_bytes(flow.read_bytes()[:3000])
+    proc = run("summary", str(folder))
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        proc.stderr.startswith(f"simbias summary: {flow} cannot be read")
+        and "corrupt or truncated" in proc.stderr
+    )

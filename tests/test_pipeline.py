@@ -239,3 +239,20 @@ def test_default_target_remakes_a_deleted_netcdf(tiny_run, tmp_path):
     assert proc.returncode == 0 and "Nothing to be done" not in out, out
     assert re.search(r"rule run_sgd:\n(.*\n)*?\s+output: results/tiny_a/sgd.nc", out), out
     assert "regime=tiny_b" not in out
+
+
+def test_the_end_of_run_failures_name_only_this_runs_regimes(tiny_run, tmp_path):
+    """Snakemake's closing 'regime … failed' lines come from this run's summaries and regimes,
+    not from a summary_*.csv an earlier run (another regimes file) left in results/."""
+    work = tmp_path / "w"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    left = "regime,failed\ngone,every replica (2) diverged during SGD\ntiny_a,an old failure\n"
+    (work / "results" / "summary_old_regimes.csv").write_text(left)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["regimes"]["tiny_fail"] = {**cfg["regimes"]["tiny_a"], "eta": 5.0}  # every replica diverges
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(work, "results/summary.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failed = re.findall(r"^regime '(\w+)' failed: (.*)$", proc.stderr, flags=re.M)
+    assert [r for r, _ in failed] == ["tiny_fail"], failed
+    assert "results/summary.csv" in failed[0][1]

@@ -2,6 +2,7 @@
 exact reruns (issue 5). End-to-end parts run the real `snakemake` command on tiny regimes."""
 
 import ast
+import errno
 import json
 import os
 import re
@@ -18,12 +19,13 @@ import pytest
 import xarray as xr
 import yaml
 
-from simbias import ensemble, sgd, storage
-from simbias.activations import OddPower
+from simbias import cli, ensemble, sgd, storage
+from simbias.activations import OddPower, make_activation
 from simbias.checkpoint import SGDCheckpoint
 from simbias.config import validate_config
 from simbias.config_job import job_config
 from simbias.figures import style
+from simbias.stages.common import open_inputs
 from simbias.stages.compare import compare
 from simbias.stages.data import make_data
 from simbias.stages.flow import run_flow_stage
@@ -149,6 +151,74 @@ def test_with_no_steps_the_initial_loss_is_checked(tmp_path):
     s = storage.open_dataset(tmp_path / "sgd.nc")
     np.testing.assert_array_equal(s["diverged"].values.astype(bool), ~(L0 <= bound))
     assert (s["diverged_step"].values[L0 > bound] == 0).all()
+
+
+def test_values_beyond_the_record_dtype_are_flagged_and_not_flowed(tmp_path):
+    """record_dtype float32 and a loss of about 1e61 (finite in float64, within a raised
+    loss_bound): sgd.nc stores inf, and flags the replica in record_overflow; the flow does not
+    start from it (status start_not_finite, no integrator call), the comparison and the summary
+    say why (issue 27: it was unflagged, and the flow ran for minutes)."""
+    cfg = resolved(
+        replicas=2,
+        init={"scale": 1e10},  # z ~ 1e10, z³ ~ 1e30, L ~ 1e61
+        record_dtype="float32",
+        sgd={"steps": 0, "log_points": 0, "linear_points": 0, "loss_bound": 1e300},
+    )
+    p = {k: tmp_path / f"{k}.nc" for k in ("data", "sgd", "flow", "comparison")}
+    make_data("r", cfg, p["data"])
+    run_sgd("r", cfg, p["data"], p["sgd"])
+    s = storage.open_dataset(p["sgd"])
+    assert np.isinf(s["loss"].values[:, -1]).all() and not s["diverged"].values.any()
+    assert s["record_overflow"].values.astype(bool).all()
+    assert s["record_overflow"].attrs["flag_meanings"] == "no yes"
+    run_flow_stage("r", cfg, p["data"], p["sgd"], p["flow"])
+    f = storage.open_dataset(p["flow"])
+    assert list(f["status"].values) == ["start_not_finite"] * 2
+    assert (f["nfev"].values == -1).all() and list(f["retraction"].values) == ["none"] * 2
+    compare("r", cfg, p["data"], p["sgd"], p["flow"], p["comparison"], tmp_path / "comparison.csv")
+    flags = pd.read_csv(tmp_path / "comparison.csv")["flag"]
+    assert flags.str.startswith("not flowed: SGD's last record is not finite as stored").all()
+    summarize([str(tmp_path / "comparison.csv")], str(tmp_path / "summary.csv"))
+    failed = pd.read_csv(tmp_path / "summary.csv")["failed"].iloc[0]
+    assert failed.startswith("no replica could be flowed: 2 of 2 hold values beyond record_dtype")
+    assert "τ from 0 to n/a; start_not_finite: 2" in cli.summarize_regime(tmp_path)  # no warning
+    # float64 records keep the same values, unflagged
+    cfg64 = {**cfg, "record_dtype": "float64"}
+    run_sgd("r", cfg64, p["data"], tmp_path / "sgd64.nc")
+    s64 = storage.open_dataset(tmp_path / "sgd64.nc")
+    assert np.isfinite(s64["loss"].values).all() and not s64["record_overflow"].values.any()
+    np.testing.assert_allclose(s64["loss"].values[:, -1], 1e61, rtol=0.5)
+
+
+def test_the_retraction_cannot_run_without_end(tmp_path, monkeypatch):
+    """From a start far off M (loss ~1e61) the gradient flow of the retraction crawled for
+    minutes to hours; it now stops after its budget of evaluations and the retraction fails.
+    A start that needs the gradient flow (loss ~1e6) still gets onto M well within the budget."""
+    from simbias import flow, model
+
+    cfg = resolved(init={"scale": 7.0})
+    make_data("r", cfg, tmp_path / "data.nc")
+    ds, X, y, w = open_inputs(tmp_path / "data.nc")
+    near = ds["theta0"].values[0]
+    act = make_activation(cfg["activation"])
+    calls = [0]
+    grad = model.grad_loss
+
+    def counted(*a, **k):
+        calls[0] += 1
+        assert calls[0] <= 10 * 3000, "the gradient flow ran past ten times its budget"
+        return grad(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(model, "grad_loss", counted)
+        m.setattr(flow, "gradient_flow_budget", lambda size: 3000)
+        far = near * (1e10 / 7.0)
+        assert model.loss(np, act, far[None], X, y, w)[0] > 1e50
+        th, how = flow.retract(act, far, X, y, w)
+    assert how == "failed" and calls[0] == 3000
+    assert model.loss(np, act, near[None], X, y, w)[0] > 1e5
+    th, how = flow.retract(act, near, X, y, w)  # the real budget
+    assert how == "gradient_flow+newton" and model.loss(np, act, th[None], X, y, w)[0] < 1e-20
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -476,6 +546,57 @@ def test_a_corrupt_netcdf_is_named_with_its_recovery(tmp_path):
     assert str(path) in msg and "corrupt or truncated" in msg and "Delete it and run the same" in msg
 
 
+def _statvfs_free(monkeypatch, free_bytes: int) -> None:
+    """os.statvfs as storage sees it: a file system with ``free_bytes`` left."""
+    real = os.statvfs
+
+    def statvfs(p):
+        st = real(p)
+        blocks = free_bytes // st.f_frsize
+        return os.statvfs_result(st[:3] + (blocks, blocks) + st[5:])
+
+    monkeypatch.setattr(storage.os, "statvfs", statvfs)
+
+
+@pytest.mark.parametrize("how", ["csv_enospc", "netcdf_hdf_error"])
+def test_a_full_disk_is_named_with_the_file(tmp_path, monkeypatch, how):
+    """A full disk: one OSError (ENOSPC) naming the file, the previous file intact, no temporary.
+    A CSV or figure write fails with errno ENOSPC; netCDF says only "NetCDF: HDF error", so
+    the free space decides (here a file system with 4 kB left)."""
+    target = tmp_path / "r" / ("comparison.csv" if how == "csv_enospc" else "sgd.nc")
+    target.parent.mkdir()
+    target.write_bytes(b"previous")
+    if how == "csv_enospc":
+
+        def write(tmp):
+            with open(tmp, "w") as fh:
+                fh.write("regime,")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    else:
+        _statvfs_free(monkeypatch, 4096)
+
+        def write(tmp):
+            tmp.write_bytes(b"half a netCDF file")
+            raise RuntimeError("NetCDF: HDF error")  # what netCDF4 raises on a full disk
+
+    with pytest.raises(OSError) as exc:
+        with storage.atomic_path(target) as tmp:
+            write(tmp)
+    assert exc.value.errno == errno.ENOSPC
+    msg = str(exc.value)
+    assert msg.startswith("no space left on device") and f"writing {target} (" in msg
+    assert "run the same command again" in msg and "\n" not in msg
+    assert target.read_bytes() == b"previous" and list(target.parent.iterdir()) == [target]
+
+
+def test_a_write_error_with_free_space_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    _statvfs_free(monkeypatch, 10 * storage.DISK_FULL_FREE_BYTES)
+    with pytest.raises(RuntimeError, match="^NetCDF: HDF error$"):
+        with storage.atomic_path(tmp_path / "sgd.nc"):
+            raise RuntimeError("NetCDF: HDF error")
+
+
 def test_a_checkpoint_that_cannot_be_written_is_a_warning(tmp_path, problem, caplog, monkeypatch):
     """A full disk (or a read-only folder) for the optional checkpoint: SGD goes on, with a warning."""
     from simbias import checkpoint
@@ -577,6 +698,28 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.tmp")]
 
 
+def signal_after_checkpoints(
+    proc: subprocess.Popen, ckpt: Path, step: int, sig: str, what: str, to: str = "group"
+) -> int:
+    """Once ``ckpt`` holds step ``step`` or later, send ``sig`` to Snakemake's process group (or
+    to Snakemake alone: ``to="snakemake"``) and check that every process of it ends within 15 s;
+    the checkpoint's step when signalled."""
+    deadline = time.monotonic() + 120
+    while checkpoint_step(ckpt) < step and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    seen = checkpoint_step(ckpt)
+    assert seen >= step, f"{what} never got going"
+    t0 = time.monotonic()
+    if to == "group":
+        os.killpg(proc.pid, getattr(signal, sig))
+    else:
+        proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
+    assert time.monotonic() - t0 < 15, "did not stop promptly"
+    return seen
+
+
 @pytest.mark.parametrize("to", ["group", "snakemake"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig, to):
@@ -588,19 +731,7 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=20)
     work, every = w["work"], w["every"]
     proc = start_snakemake(work, w["target"], os.environ.copy())
-    deadline = time.monotonic() + 120
-    while checkpoint_step(w["ckpt"]) < 3 * every and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    seen = checkpoint_step(w["ckpt"])
-    assert seen >= 3 * every, "SGD never got going"
-    t0 = time.monotonic()
-    if to == "group":
-        os.killpg(proc.pid, getattr(signal, sig))
-    else:
-        proc.send_signal(getattr(signal, sig))
-    proc.wait(timeout=60)
-    assert group_gone(proc.pid, timeout=15), "a job process outlived Snakemake"
-    assert time.monotonic() - t0 < 15, "did not stop promptly"
+    seen = signal_after_checkpoints(proc, w["ckpt"], 3 * every, sig, "SGD", to)
     done = (work / w["target"]).exists()
     assert proc.returncode != 0, f"Snakemake exited 0 (sgd.nc written: {done}; run of {w['steps']} steps)"
     assert not done and w["ckpt"].exists()
@@ -612,6 +743,40 @@ def test_a_signal_during_sgd_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_
     resumed = [int(s) for s in re.findall(r"resuming from checkpoint \S+ at step (\d+)", log)]
     assert resumed and resumed[-1] >= seen, log[-2000:]
     assert temporaries(work / "results") == [] and not w["ckpt"].exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_brute_force_stops_promptly_and_the_rerun_resumes(tmp_path, sgd_rate, sig):
+    """The brute-force continuation (the longest SGD job) checkpoints like run_sgd: Ctrl-C or
+    SIGTERM to the process group while it runs ends Snakemake and the job within seconds, with
+    no brute_force.nc, no temporary file and its checkpoint intact; the same command resumes
+    from the checkpoint and writes what an uninterrupted run writes."""
+    w = sgd_workdir(tmp_path / "work", sgd_rate, seconds=10)
+    work, every = w["work"], w["every"]
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    reg = cfg["regimes"]["r"]
+    reg["brute_force"] = {"steps": reg["sgd"]["steps"], "log_points": 10, "linear_points": 4}
+    reg["sgd"]["steps"] = 2 * every  # SGD itself short
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = work / "results" / "r" / "brute_force.nc"
+    ckpt = work / "results" / ".checkpoints" / "r" / "run_brute_force.npz"
+    proc = start_snakemake(work, "results/r/brute_force.nc", os.environ.copy())
+    seen = signal_after_checkpoints(proc, ckpt, 3 * every, sig, "the brute-force run")
+    assert proc.returncode != 0 and not target.exists() and checkpoint_step(ckpt) >= seen
+    assert temporaries(work / "results") == []
+    rerun = smk(work, os.environ.copy(), "results/r/brute_force.nc")  # the same command
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (work / "logs" / "r" / "run_brute_force.log").read_text()
+    resumed = [int(s) for s in re.findall(r"resuming from checkpoint \S+ at step (\d+)", log)]
+    assert resumed and resumed[-1] >= seen, log[-2000:]
+    assert temporaries(work / "results") == [] and not ckpt.exists()
+    # the same numbers as an uninterrupted run of the same job
+    from simbias.stages.brute_force import run_brute_force
+
+    job = job_config(validate_config(cfg)["regimes"]["r"])
+    res = work / "results" / "r"
+    run_brute_force("r", job, res / "data.nc", res / "sgd.nc", tmp_path / "ref.nc")
+    xr.testing.assert_equal(storage.open_dataset(target), storage.open_dataset(tmp_path / "ref.nc"))
 
 
 def test_kill_9_after_sgd_nc_is_in_place_does_not_redo_sgd(tmp_path, sgd_rate):
@@ -645,3 +810,26 @@ def test_kill_9_after_sgd_nc_is_in_place_does_not_redo_sgd(tmp_path, sgd_rate):
     assert time.monotonic() - t0 < 60
     assert temporaries(work / "results") == []
     assert jobs(smk(work, env, "-n", w["target"])) == set()  # recorded as complete now
+
+
+def test_an_sgd_nc_truncated_in_place_is_recomputed_after_the_advice(tmp_path, caplog):
+    """sgd.nc shares its bytes with the finished copy kept for kill -9 recovery (a hard link):
+    truncating sgd.nc in place truncates both. Following the reader's advice (delete it, run
+    again) must recompute it, never hand the corrupt copy back (issue 27)."""
+    cfg = resolved()
+    data, out = tmp_path / "data.nc", tmp_path / "r" / "sgd.nc"
+    ckpt = tmp_path / ".checkpoints" / "r" / "run_sgd.npz"
+    make_data("r", cfg, data)
+    run_sgd("r", cfg, data, out, checkpoint_path=str(ckpt))
+    good = storage.open_dataset(out)
+    with open(out, "r+b") as fh:  # `truncate -s 2000 sgd.nc`: the shared inode
+        fh.truncate(2000)
+    with pytest.raises(OSError, match="Delete it and run the same"):
+        storage.open_dataset(out)
+    out.unlink()  # the advice
+    run_sgd("r", cfg, data, out, checkpoint_path=str(ckpt))
+    again = storage.open_dataset(out)
+    xr.testing.assert_equal(again, good)
+    assert again.attrs["config_sha256"] == good.attrs["config_sha256"]
+    assert "not reused, SGD runs again" in caplog.text
+    assert (ckpt.parent / "finished_sgd.nc").samefile(out)  # kept for the next kill -9

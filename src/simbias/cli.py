@@ -40,11 +40,13 @@ def _counts(values) -> str:
 
 
 def _open(folder: Path, name: str) -> xr.Dataset | None:
+    """The file loaded, None where it is missing; OSError naming it where it cannot be read."""
     path = folder / name
     if not path.exists():
         return None
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+    from .storage import open_dataset
+
+    return open_dataset(path)
 
 
 def _is_regime(folder: Path) -> bool:
@@ -101,10 +103,11 @@ def summarize_regime(folder: Path) -> str:
             f"{_g(tau[-1])}; {div} of {sgd.sizes['replica']} replicas diverged"
         )
     if flow is not None:
-        tau = flow["tau"].values
+        tau, tau_end = flow["tau"].values, flow["tau_end"].values
         status = Counter(str(s) for s in flow["status"].values)
+        end = np.nanmax(tau_end) if np.isfinite(tau_end).any() else None  # None: no replica flowed
         add(
-            f"  flow: {flow.sizes['record']} records, τ from {_g(tau[0])} to {_g(np.nanmax(flow['tau_end'].values))}; "
+            f"  flow: {flow.sizes['record']} records, τ from {_g(tau[0])} to {_g(end)}; "
             + ", ".join(f"{k}: {v}" for k, v in status.most_common())
         )
 
@@ -206,9 +209,15 @@ def _summary(args: argparse.Namespace) -> int:
             status = 2
             continue
         for j, folder in enumerate(folders):
+            try:
+                text = summarize_regime(folder)
+            except OSError as exc:  # a corrupt or truncated file: one line naming it
+                print(f"simbias summary: {exc}", file=sys.stderr)
+                status = 1
+                continue
             if i or j:
                 print()
-            print(summarize_regime(folder))
+            print(text)
     return status
 
 

@@ -52,23 +52,50 @@ class FlowResult:
     integrator: str = ""  # "cvode" | "bdf" (run_flow), "dense" (flow_reference)
 
 
+def gradient_flow_budget(size: int) -> int:
+    """Right-hand-side evaluations the gradient flow of :func:`retract` may spend on a replica of
+    ``size`` entries: about 500 suffice from the hand-over of a regime that works; from a start
+    far from M (a loss of 1e30 and more) LSODA otherwise crawls on for minutes to hours."""
+    return 50_000 + 20 * size
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
 def retract(act, theta: np.ndarray, X, y, w, tol: float = 1e-13) -> tuple[np.ndarray, str]:
-    """Bring one replica (m, d) onto M: Newton first, gradient flow on L (Lemma 11) if needed."""
+    """Bring one replica (m, d) onto M: Newton first, gradient flow on L (Lemma 11) if needed.
+
+    The gradient flow stops after :func:`gradient_flow_budget` evaluations: the retraction then
+    fails (a warning says so) rather than run without end."""
     th, ok = model.newton_retract(np, act, theta[None], X, y, w, tol=tol)
     if bool(ok[0]):
         return th[0], "newton"
     shape = theta.shape
+    budget, calls = gradient_flow_budget(theta.size), [0]
 
     def grad_flow(t, v):
+        calls[0] += 1
+        if calls[0] > budget:
+            raise _BudgetSpent
         return -model.grad_loss(np, act, v.reshape((1,) + shape), X, y, w).ravel()
 
     def small_loss(t, v):
         return float(model.loss(np, act, v.reshape((1,) + shape), X, y, w)[0]) - 1e-8
 
     small_loss.terminal = True
-    sol = solve_ivp(
-        grad_flow, (0.0, 1e6), theta.ravel(), method="LSODA", events=small_loss, rtol=1e-8, atol=1e-12
-    )
+    try:
+        sol = solve_ivp(
+            grad_flow, (0.0, 1e6), theta.ravel(), method="LSODA", events=small_loss, rtol=1e-8, atol=1e-12
+        )
+    except _BudgetSpent:
+        log.warning(
+            "retraction onto M failed: the gradient flow on L spent its %d evaluations "
+            "(loss %.3g at the start)",
+            budget,
+            float(model.loss(np, act, theta[None], X, y, w)[0]),
+        )
+        return theta, "failed"
     th, ok = model.newton_retract(np, act, sol.y[:, -1].reshape((1,) + shape), X, y, w, tol=tol)
     return th[0], ("gradient_flow+newton" if bool(ok[0]) else "failed")
 

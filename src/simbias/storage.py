@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 import math
@@ -57,6 +58,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "weight_sv": ("singular values of Θ, descending (NaN past min(m, d))", "1"),
     "diverged": ("replica frozen because its loss became non-finite or exceeded loss_bound", "1"),
     "diverged_step": ("step at which the replica diverged (-1: never)", "1"),
+    "record_overflow": (
+        "a finite value of the replica's records is beyond record_dtype's range (stored as inf)",
+        "1",
+    ),
     "grad_norm": ("Riemannian gradient norm ‖∇_M F‖", "1"),
     "theta_end": ("first-layer weights θ_j where the flow stopped", "1"),
     "tau_end": ("flow time at which the flow stopped (SGD's clock continued)", "1"),
@@ -134,6 +139,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
 # Yes/no variables: CF flag attributes (stored as 0/1; NaN where not applicable).
 FLAGS = {
     "diverged",
+    "record_overflow",
     "sgd_diverged",
     "reached_theorem2_point",
     "theorem3_bound_holds",
@@ -254,6 +260,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it into place on success.
 
     SIGINT and SIGTERM wait until the file is in place or removed (:func:`simbias.signals.deferred`).
+    A write that fails because the disk is full raises :class:`OSError` (errno ENOSPC) naming
+    ``path`` (netCDF reports a full disk only as "NetCDF: HDF error"); the previous file, if
+    any, is left as it was and the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,9 +276,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give outputs the usual permissions
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            if (full := disk_full(exc, path)) is not None:
+                raise full from exc
+            raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+# A write error with less than this free on the file system is taken for a full disk: the
+# libraries below netCDF (HDF5) report ENOSPC as a bare "HDF error", with no errno.
+DISK_FULL_FREE_BYTES = 64 << 20
+
+
+def disk_full(exc: BaseException, path: Path) -> OSError | None:
+    """The one-line ENOSPC error for a failed write of ``path``; None when the disk is not full.
+
+    The disk counts as full when the error chain holds ENOSPC or EDQUOT, or when the error
+    carries no errno (netCDF's "HDF error") and the file system has under
+    :data:`DISK_FULL_FREE_BYTES` free (read while the failed temporary file still holds its space).
+    """
+    chain, e = [], exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        why = "no space left on device"
+    else:
+        try:
+            st = os.statvfs(path.parent)
+        except OSError:
+            return None
+        free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+        if free >= DISK_FULL_FREE_BYTES:
+            return None
+        why = f"no space left on device ({free / 2**20:.1f} MiB free)"
+    err = OSError(
+        f"{why} writing {path} ({type(exc).__name__}: {exc}); the previous {path.name}, if any, is "
+        "unchanged. Free some space (or link results/ to a larger disk) and run the same command again"
+    )
+    err.errno = errno.ENOSPC
+    return err
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64") -> None:
@@ -288,8 +336,30 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, record_dtype: str = "float64"
         for name, var in ds.data_vars.items():
             if "record" in var.dims and var.dtype.kind == "f" and name in enc:
                 enc[name]["dtype"] = record_dtype
-    with atomic_path(path) as tmp:
+    # values beyond a narrower record_dtype become ±inf: flagged by the caller (record_overflow)
+    with atomic_path(path) as tmp, np.errstate(over="ignore"):
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+
+
+def record_overflow(ds: xr.Dataset, record_dtype: str) -> tuple[np.ndarray, str]:
+    """Per replica: whether a finite value of a per-record float variable is beyond
+    ``record_dtype``'s range (stored as ±inf); and the largest such value and its variable, as text."""
+    over = np.zeros(ds.sizes["replica"], dtype=bool)
+    worst, where = 0.0, ""
+    if np.dtype(record_dtype) == np.float64:
+        return over, ""
+    big = float(np.finfo(record_dtype).max)
+    for name, var in ds.data_vars.items():
+        if "record" not in var.dims or "replica" not in var.dims or var.dtype.kind != "f":
+            continue
+        v = var.transpose("replica", ...).values
+        with np.errstate(over="ignore"):
+            bad = np.isfinite(v) & ~np.isfinite(v.astype(record_dtype))
+        if bad.any():
+            over |= bad.reshape(len(over), -1).any(axis=1)
+            if (top := float(np.max(np.abs(v[bad])))) > worst:
+                worst, where = top, f"{name} = {top:.3g} (largest {record_dtype}: {big:.3g})"
+    return over, where
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:

@@ -8,9 +8,15 @@ rule run_brute_force:
         "logs/{regime}/run_brute_force.log",
     benchmark:
         "benchmarks/out/{regime}/run_brute_force.tsv"
+    resources:
+        # sgd.checkpoint_every_*: the brute-force run is SGD continued, checkpointed alike
+        checkpoint_every_steps=sgd_setting("checkpoint_every_steps"),
+        checkpoint_every_seconds=sgd_setting("checkpoint_every_seconds"),
     params:
         cfg=regime_cfg,
         code=code_version("run_brute_force"),
+        # outside its output, so Snakemake never deletes it (as run_sgd's)
+        checkpoint=lambda wildcards: f"{RESULTS}/.checkpoints/{wildcards.regime}/run_brute_force.npz",
     script:
         "../scripts/run_brute_force.py"
 

@@ -231,17 +231,29 @@ def unknown_target_input(wildcards):
 
 
 def report_failures():
-    """After a run: name every regime the summaries mark as failed, and why."""
+    """After a run: name every regime of this run that its summary marks as failed, and why.
+
+    Only the summaries this run's targets include, and in them only their regimes in this
+    config: a summary_*.csv an earlier run left in results/ (another regimes file, another
+    target) is not this run's news."""
     import csv
 
-    for path in sorted(Path(RESULTS).glob("summary*.csv")):
-        if path.exists():
-            with open(path, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    if row.get("failed"):
-                        sys.stderr.write(
-                            f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
-                        )
+    built = {
+        str(f)
+        for job in workflow.dag.jobs
+        if job.rule.name == "summary"
+        for f in job.output
+    }
+    for stem, regimes in sorted(SUMMARIES.items()):
+        path = Path(f"{RESULTS}/{stem}.csv")
+        if str(path) not in built or not path.exists():
+            continue
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("failed") and row.get("regime") in regimes:
+                    sys.stderr.write(
+                        f"regime '{row['regime']}' failed: {row['failed']} ({path})\n"
+                    )
 
 
 def _table_regime(wildcards):

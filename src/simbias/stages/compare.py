@@ -9,7 +9,7 @@ import pandas as pd
 from .. import analysis, model, storage, theory
 from ..activations import make_activation
 from ..tables import csv_to_html
-from .common import NO_FLOW, NO_FLOW_REASON, open_inputs, stage_attrs
+from .common import NO_FLOW, NO_FLOW_REASON, START_NOT_FINITE, open_inputs, stage_attrs
 from .compare_brute import brute_force_columns
 
 
@@ -272,6 +272,8 @@ def _flag(row, has_target: bool, z_tol: float) -> str:
             if has_target and not bool(row.reached_theorem2_point)
             else "ended at its arrival point on M"
         )
+    if row.flow_status == START_NOT_FINITE:
+        return "not flowed: SGD's last record is not finite as stored (record_overflow in sgd.nc)"
     if row.flow_status != "converged":
         return f"flow {row.flow_status}"
     if has_target and not bool(row.reached_theorem2_point):

@@ -21,6 +21,7 @@ from ..flow_pool import run_flows, thread_budget
 from .common import (
     NO_FLOW,
     NO_FLOW_REASON,
+    START_NOT_FINITE,
     check_same_data,
     fused_key,
     open_inputs,
@@ -61,7 +62,11 @@ class FlowJob:
         self.z_star, self.F_star, _ = theory.theorem2_target(self.act, self.X, self.y, self.w)
         tau0 = float(self.sgd["tau"].values[-1])
         self.tau0 = tau0 if np.isfinite(tau0) else 0.0  # GD has no clock: the flow's own time starts at 0
-        self.theta_last = self.sgd["theta"].values[:, -1]
+        # SGD's last record; NaN where the flow cannot start (start_status says why)
+        self.why_not = start_status(self.sgd)
+        self.theta_last = np.where(
+            (self.why_not == "")[:, None, None], self.sgd["theta"].values[:, -1], np.nan
+        )
         self.settings = dict(
             tol=f["tol"], tau_max=f["tau_max"], records=f["records"], eps=cfg["theory"]["epsilon"]
         )
@@ -86,7 +91,13 @@ class FlowJob:
 
     def report(self, r: int, res, secs: float) -> None:
         if res is None:
-            log.info("%s: replica %d diverged in SGD, no flow", self.regime, r)
+            log.log(
+                logging.INFO if self.why_not[r] == "sgd_diverged" else logging.WARNING,
+                "%s: replica %d not flowed: %s",
+                self.regime,
+                r,
+                START_REASONS[self.why_not[r]],
+            )
             return
         log.info(
             "%s: replica %d %s after τ = %.4g (‖∇_M F‖ = %.2e, %s, %d f-evals, %.2f s) %s",
@@ -128,7 +139,9 @@ class FlowJob:
         )
 
     def write(self, results: list, out: str) -> None:
-        _write_flow(self.regime, self.cfg, self.act, self.X, self.y, self.w, self.tau0, results, out)
+        _write_flow(
+            self.regime, self.cfg, self.act, self.X, self.y, self.w, self.tau0, results, out, self.why_not
+        )
         if self.ckpt is not None:
             self.ckpt.clear()
 
@@ -192,8 +205,10 @@ def run_flow_group(
             job.write(results[p * R : (p + 1) * R], out)
 
 
-def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list, out: str) -> None:
-    """flow.nc from one regime's flow results (None for a replica that diverged in SGD)."""
+def _write_flow(
+    regime: str, cfg: dict, act, X, y, w, tau0: float, results: list, out: str, why_not: np.ndarray
+) -> None:
+    """flow.nc from one regime's flow results (None for a replica not flowed: ``why_not``)."""
     f = cfg["flow"]
     R, m, d = len(results), cfg["m"], cfg["d"]
     # every replica diverged in SGD: no flow ran; the records stay NaN on the usual τ grid
@@ -204,7 +219,7 @@ def _write_flow(regime: str, cfg: dict, act, X, y, w, tau0: float, results: list
     end = {k: np.full(R, np.nan) for k in ("tau_end", "grad_norm_end", "tau_eps_offset")}
     nfev = np.full(R, -1, dtype=np.int64)  # -1: no flow (the replica diverged in SGD)
     theta_end = np.full((R, m, d), np.nan)
-    status = np.array(["sgd_diverged"] * R, dtype=object)
+    status = np.where(why_not == "", "sgd_diverged", why_not).astype(object)
     retraction = np.array(["none"] * R, dtype=object)
     for r, res in enumerate(results):
         if res is None:
@@ -285,7 +300,7 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
             "grad_norm_end": (("replica",), grad),
             "tau_eps_offset": (("replica",), np.full(R, np.nan)),
             "nfev": (("replica",), np.full(R, -1, dtype=np.int64)),  # -1: no flow
-            "status": (("replica",), np.where(finite, NO_FLOW, "sgd_diverged").astype(str)),
+            "status": (("replica",), np.where(finite, NO_FLOW, start_status(sgd)).astype(str)),
             "retraction": (("replica",), np.array(["none"] * R)),
         },
         coords={
@@ -300,6 +315,25 @@ def _no_flow(regime: str, cfg: dict, sgd: xr.Dataset, X: np.ndarray, w: np.ndarr
     ds.attrs["flow"] = NO_FLOW_REASON
     write_nc(ds, cfg, out)
     log.info("%s: %s; flow.nc holds GD's last iterate", regime, NO_FLOW_REASON)
+
+
+START_REASONS = {
+    "sgd_diverged": "it diverged in SGD",
+    START_NOT_FINITE: (
+        "SGD's last record (θ or its loss) is not finite as stored: a value beyond record_dtype's "
+        "range (record_overflow in sgd.nc); record_dtype: float64 keeps it"
+    ),
+}
+
+
+def start_status(sgd: xr.Dataset) -> np.ndarray:
+    """Per replica, why the flow cannot start from SGD's last record ('' where it can):
+    ``sgd_diverged``, or ``start_not_finite`` where θ or the loss stored there is ±inf or NaN
+    without a divergence (a value beyond ``record_dtype``'s range; flowing from a point that
+    far from M would not end)."""
+    ok = np.isfinite(sgd["theta"].values[:, -1]).all(axis=(1, 2)) & np.isfinite(sgd["loss"].values[:, -1])
+    diverged = sgd["diverged"].values.astype(bool)
+    return np.where(ok, "", np.where(diverged, "sgd_diverged", START_NOT_FINITE))
 
 
 def _sv_vars(theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -56,12 +56,7 @@ def run_sgd(
         checkpoint_path,
         checkpoint_every_steps,
         checkpoint_every_seconds,
-        {
-            "regime": regime,
-            "config_sha256": regime_sha256(job_config(cfg)),
-            "code": code_version("run_sgd"),
-            "backend": backend,
-        },
+        stage_fingerprint("run_sgd", regime, cfg, backend),
     )
     t0 = time.monotonic()
     res = _run_algorithm(xp, cfg, data["theta0"].values, X, y, w, cfg["eta"], cfg["sigma"], regime, ckpt)
@@ -96,6 +91,17 @@ def sgd_backend(regime: str, cfg: dict):
 def _resumed(ckpt) -> str:
     """The timing log line's note of a resumed run ('' when it started afresh)."""
     return "" if ckpt is None or ckpt.resumed_from is None else f" (resumed at step {ckpt.resumed_from})"
+
+
+def stage_fingerprint(stage: str, regime: str, cfg: dict, backend: str) -> dict:
+    """What a stage's checkpoint must match beyond the loop's own inputs: regime, config, the
+    stage's code version and the backend."""
+    return {
+        "regime": regime,
+        "config_sha256": regime_sha256(job_config(cfg)),
+        "code": code_version(stage),
+        "backend": backend,
+    }
 
 
 def _sgd_checkpoint(path: str | None, every_steps: int, every_seconds: float, key: dict):

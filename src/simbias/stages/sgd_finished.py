@@ -24,6 +24,10 @@ class FinishedSGD:
     leaves a complete sgd.nc that Snakemake calls incomplete and deletes before the rerun
     (``--rerun-incomplete``). The link (no extra disk space) survives that, and a rerun of
     the same regime, config, code, backend and data.nc reuses it instead of redoing SGD.
+
+    The link shares sgd.nc's bytes: a change made to sgd.nc in place (truncated, edited)
+    changes it too. So the file's sha256 is kept with it, and a link whose bytes no longer
+    match is discarded (SGD runs again) instead of being handed back.
     """
 
     def __init__(self, path: Path, key: dict):
@@ -31,8 +35,17 @@ class FinishedSGD:
 
     def reuse(self, out: str) -> bool:
         try:
-            ok = self.path.exists() and json.loads(self.meta.read_text()) == self.key
-        except (OSError, ValueError):
+            meta = json.loads(self.meta.read_text())
+            ok = self.path.exists() and meta.get("key") == self.key
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if ok and _sha256(self.path) != meta.get("sha256"):
+            log.warning(
+                "%s: %s was changed after it was written (its sha256 differs: truncated or "
+                "edited in place?); not reused, SGD runs again",
+                self.key["regime"],
+                self.path,
+            )
             ok = False
         if not ok:
             self.clear()
@@ -54,11 +67,16 @@ class FinishedSGD:
             os.link(out, self.path)
         except OSError:  # no hard links on this file system: a copy
             shutil.copyfile(out, self.path)
-        self.meta.write_text(json.dumps(self.key))
+        self.meta.write_text(json.dumps({"key": self.key, "sha256": _sha256(self.path)}))
 
     def clear(self) -> None:
         self.meta.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def finished_sgd(checkpoint_path: str | None, regime: str, cfg: dict, data_path: str):
@@ -68,6 +86,6 @@ def finished_sgd(checkpoint_path: str | None, regime: str, cfg: dict, data_path:
         "regime": regime,
         "config_sha256": regime_sha256(job_config(cfg)),
         "code": code_version("run_sgd"),
-        "data_sha256": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(),
+        "data_sha256": _sha256(Path(data_path)),
     }
     return FinishedSGD(Path(checkpoint_path).with_name("finished_sgd.nc"), key)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import analysis, storage
+from .common import START_NOT_FINITE
 
 
 def summarize(csv_paths: list[str], out: str) -> None:
@@ -95,11 +96,19 @@ SWEEP_TABLE_COLUMNS = (
 
 
 def _failure(df: pd.DataFrame) -> str:
-    """Why a regime has no result at all ('' when at least one replica got through SGD)."""
-    if df["sgd_diverged"].astype(bool).all():
+    """Why a regime has no result at all ('' when at least one replica got through SGD to a flow)."""
+    diverged = df["sgd_diverged"].astype(bool)
+    if diverged.all():
         return (
             f"every replica ({len(df)}) diverged during SGD; the regime's run_sgd log and the "
             "'failure' attribute of its sgd.nc suggest a stable eta"
+        )
+    overflow = df["flow_status"] == START_NOT_FINITE
+    if (diverged | overflow).all():
+        return (
+            f"no replica could be flowed: {int(overflow.sum())} of {len(df)} hold values beyond "
+            "record_dtype's range at SGD's end (record_overflow in sgd.nc; record_dtype: float64 "
+            f"stores them), {int(diverged.sum())} diverged during SGD"
         )
     return ""
 
