@@ -13,7 +13,11 @@ from simbias.config_yaml import parse_overrides, read_config_yaml
 from simbias.config import (
     REGIME_NAME,
     ConfigError,
+    check_environment,
+    check_regimes_file,
+    check_summary_names,
     load_schema,
+    summary_groups as _summary_groups,
     validate_config,
 )
 
@@ -21,16 +25,17 @@ from simbias.config import (
 # their rows go into a summary of their own (summary_{stem}.csv), so the paper's summary.csv
 # never depends on which flags were used last.
 ADDED_BY = {}
+ADDED_FROM = {}  # that stem -> the file as given
 
 
 def _note_added_regimes(raw, more, path):
     known, new = raw.get("regimes"), more.get("regimes")
     if isinstance(new, dict):
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)
         for name in new:
             if not isinstance(known, dict) or name not in known:
-                ADDED_BY.setdefault(
-                    name, re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)
-                )
+                ADDED_BY.setdefault(name, stem)
+                ADDED_FROM.setdefault(stem, str(path))
 
 
 def _read_mapping(path):
@@ -65,10 +70,14 @@ def _raw_config():
         _note_added_regimes(raw, more, extra)
         update_config(raw, more)
     overrides = parse_overrides(dict(settings.config))
-    regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
-    if regimes_file is not None:
-        more = _read_mapping(str(regimes_file))
-        _note_added_regimes(raw, more, str(regimes_file))
+    # --config regimes_file= wins over config.yaml's; given but empty or null is refused
+    given = [
+        src.pop("regimes_file") for src in (overrides, raw) if "regimes_file" in src
+    ]
+    if given:
+        regimes_file = check_regimes_file(given[0])
+        more = _read_mapping(regimes_file)
+        _note_added_regimes(raw, more, regimes_file)
         update_config(raw, more)
     update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw
@@ -77,11 +86,13 @@ def _raw_config():
 # Refuse a bad config before any job starts: one line naming regime and field, exit 1.
 _notes = []
 try:
+    check_environment()  # SIMBIAS_CPU_KERNEL, read by every SGD job
     _validated = validate_config(
         _raw_config(),
         load_schema(workflow.source_path("../schemas/config.schema.yaml")),
         notes=_notes,
     )
+    check_summary_names(_validated["regimes"], ADDED_BY, ADDED_FROM)
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
@@ -127,18 +138,8 @@ UNGROUPED = (
 
 
 def summary_groups(target="default"):
-    """{summary file stem: its regimes}: config.yaml's regimes in summary (summary_extensions,
-    summary_paper), the regimes each extra config file adds in summary_{file stem}
-    (summary_{file stem}_extensions, ...).
-    """
-    groups = {}
-    for r in TARGETS[target]:
-        source = ADDED_BY.get(config["regimes"][r].get("sweep_of", {}).get("base", r))
-        stem = "summary" if source is None else f"summary_{source}"
-        groups.setdefault(
-            stem if target == "default" else f"{stem}_{target}", []
-        ).append(r)
-    return groups
+    """{summary file stem: its regimes} of a target (simbias.config.summary_groups)."""
+    return _summary_groups(config["regimes"], ADDED_BY, target)
 
 
 SUMMARIES = {
