@@ -199,6 +199,95 @@ CATALOGUE += [
         [r1("weights.values"), "all 3 weights are 0"],
     ),
 ]
+
+# Issue 27: configs that ran for days, filled memory, hung, or crashed mid-run with a traceback
+GRID_1000 = [round(0.01 + i * 1e-5, 6) for i in range(1000)]
+CATALOGUE += [
+    (
+        "brute_force_steps_1e12",
+        regime_text(brute_force={"steps": 10**12}),
+        [r1("brute_force.steps"), "brute-force continuation", "over limits.hours = 24"],
+    ),
+    (
+        "brute_force_linear_points_1e9",
+        regime_text(brute_force={"steps": 10, "linear_points": 10**9}),
+        [r1("brute_force.linear_points"), "of memory", "brute-force linear recording schedule"],
+    ),
+    (
+        "sweep_1000_by_1000",
+        regime_text(sweep={"eta": GRID_1000, "sigma": GRID_1000}),
+        [r1("sweep"), "1,000,000 grid points (1000 eta × 1000 sigma)", "limits.sweep_points = 10,000"],
+    ),
+    (
+        "regimes_over_the_total_limit",
+        yaml.safe_dump(
+            {
+                "regimes": {
+                    f"s{i}": {**GOOD, "sweep": {"eta": GRID_1000[:100], "sigma": GRID_1000[:60]}}
+                    for i in range(2)
+                }
+            }
+        ),
+        ["field 'regimes'", "12,000 regimes in all", "limits.regimes = 10,000"],
+    ),
+    (
+        "file_over_1_MB",
+        regime_text() + "# " + "x" * 1_100_000 + "\n",
+        ["config.yaml: 1.1 MB, more than the 1 MB a config file may be", "sweep"],
+    ),
+    (
+        "many_values_written_out",
+        regime_text() + "x: [" + "1, " * 100_001 + "1]\n",
+        ["config.yaml: holds more than 100000 values, too many for a config"],
+    ),
+    (
+        "weights_1e-300",
+        regime_text(weights={"kind": "list", "values": [1e-300] * 3}),
+        [r1("weights.values"), "|w| = 1e-300 is outside [1e-100, 1e+100]", "float64"],
+    ),
+    (
+        "weights_mixed_range",
+        regime_text(m=4, weights={"kind": "list", "values": [1e300, 1e-300, 1, -1]}),
+        [r1("weights.values"), "|w| = 1e+300 is outside"],
+    ),
+    (
+        "weights_1e300",
+        regime_text(weights={"kind": "list", "values": [1e300] * 3}),
+        [r1("weights.values"), "|w| = 1e+300"],
+    ),
+    (
+        "weights_uniform_1e-300",
+        regime_text(weights={"kind": "uniform", "low": 0.0, "high": 1e-300}),
+        [r1("weights.high"), "|w| = 1e-300 is outside"],
+    ),
+    (
+        "data_range_overflows",
+        regime_text(data={"low": -1e308, "high": 1e308}),
+        [r1("data.low"), "overflows float64"],
+    ),
+    (
+        "labels_range_overflows",
+        regime_text(labels={"low": -1e308, "high": 1e308}),
+        [r1("labels.low"), "overflows float64"],
+    ),
+    (
+        "one_sam_rho_1e300",
+        regime_text(sigma=0, algorithm={"name": "one_sam", "rho": 1e300}),
+        [r1("algorithm.rho"), "τ = ηρ²k/n overflow float64"],
+    ),
+    ("sigma_1e200", regime_text(sigma=1e200), [r1("sigma"), "τ = η²σ²k overflow float64"]),
+    (
+        "sweep_name_prefix_taken",
+        yaml.safe_dump({"regimes": {"sw": {**GOOD, "sweep": {"eta": [0.05]}}, "sw__extra": GOOD}}),
+        ["regime name 'sw__extra' starts with 'sw__'", "grid points of the sweep 'sw'"],
+    ),
+    ("results_is_a_file", "results: config.yaml\n" + regime_text(), ["field 'results'", "is a file"]),
+    (
+        "results_300_characters",
+        f"results: {'a' * 300}\n" + regime_text(),
+        ["field 'results'", "300 characters"],
+    ),
+]
 if not cupy_usable()[0]:
     CATALOGUE.append(
         ("cupy_without_gpu", regime_text(backend="cupy"), [r1("backend"), "needs a usable GPU", "numpy"])
@@ -267,6 +356,18 @@ CLI_CASES += [  # issue 15
     "name_read_as_float",
     "sweep_without_axes",
     "weights_all_zero",
+]
+CLI_CASES += [  # issue 27
+    "brute_force_steps_1e12",
+    "brute_force_linear_points_1e9",
+    "sweep_1000_by_1000",
+    "file_over_1_MB",
+    "weights_mixed_range",
+    "data_range_overflows",
+    "one_sam_rho_1e300",
+    "sweep_name_prefix_taken",
+    "results_is_a_file",
+    "results_300_characters",
 ]
 if not cupy_usable()[0]:
     CLI_CASES.append("cupy_without_gpu")
@@ -418,3 +519,168 @@ def test_only_validated_values_reach_the_report():
     for rst in (REPO / "workflow" / "report").glob("*.rst"):
         used |= {e.strip() for e in re.findall(r"{{(.*?)}}", rst.read_text())}
     assert used <= allowed, used - allowed
+
+
+# --------------------------------------------------------------------------- issue 27
+
+
+def test_a_big_sweep_is_refused_before_any_grid_point_is_made(monkeypatch):
+    """The limit is checked on the lists' lengths: expanding 10⁶ points first took 5.8 GB."""
+    from simbias import sweeps
+
+    def no_expansion(regimes):
+        raise AssertionError("the sweep was expanded before it was refused")
+
+    monkeypatch.setattr(sweeps, "expand", no_expansion)
+    raw = {"regimes": {"r1": {**GOOD, "sweep": {"eta": GRID_1000, "sigma": GRID_1000}}}}
+    with pytest.raises(ConfigError, match="1,000,000 grid points"):
+        validate_config(raw)
+    # zip mode pairs the lists: 1000 points, within the limit (refused here only by the stub)
+    raw["regimes"]["r1"]["sweep"]["mode"] = "zip"
+    with pytest.raises(AssertionError, match="expanded"):
+        validate_config(raw)
+    # a raised limit lets the big grid through to expansion
+    raw["regimes"]["r1"]["sweep"]["mode"] = "product"
+    with pytest.raises(AssertionError, match="expanded"):
+        validate_config({**raw, "limits": {"sweep_points": 10**6, "regimes": 10**6}})
+
+
+def test_the_cost_check_counts_the_brute_force_stage():
+    """Its steps add to SGD's time and its records to the memory (they were ignored)."""
+    from simbias import costs
+
+    reg = validate_config({"regimes": {"r1": {**GOOD, "brute_force": {"steps": 10**6}}}})["regimes"]["r1"]
+    est = costs.estimate(reg)
+    off = costs.estimate({**reg, "brute_force": {**reg["brute_force"], "steps": 0}})
+    assert est.sgd_seconds > 1000 * off.sgd_seconds
+    assert "brute_force.nc" in est.outputs and "brute_force.nc" not in off.outputs
+    assert est.peak_memory > off.peak_memory
+
+
+def cli(tmp_path, *args, env=None, timeout=60):
+    """Snakemake's dry run in tmp_path: (return code, its output lines but the profile note)."""
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(tmp_path), "-n", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=timeout,
+        env=env,
+    )
+    out = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    return proc.returncode, [line for line in out if not line.startswith("Using workflow specific profile")]
+
+
+def assert_refused(tmp_path, code, out, *needles):
+    assert code != 0
+    assert len(out) == 1 and out[0].startswith("config error: "), out
+    for needle in needles:
+        assert needle in out[0], out[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dev_zero", "empty", "null"])
+def test_a_regimes_file_that_is_no_file_is_refused_at_once(tmp_path, kind):
+    """A folder failed with a traceback, a FIFO hung, /dev/zero read until MemoryError, and an
+    empty or null regimes_file was ignored without a word."""
+    import os
+
+    (tmp_path / "config.yaml").write_text(regime_text())
+    value, needles = {
+        "folder": (str(tmp_path), [f"{tmp_path}: is a folder, not a config file"]),
+        "fifo": (str(tmp_path / "fifo"), ["fifo: is not a regular file"]),
+        "dev_zero": ("/dev/zero", ["/dev/zero: is not a regular file"]),
+        "empty": ("", ["field 'regimes_file': empty"]),
+        "null": ("null", ["field 'regimes_file': empty"]),
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    code, out = cli(tmp_path, "--config", f"regimes_file={value}")
+    assert_refused(tmp_path, code, out, *needles)
+
+
+@pytest.mark.parametrize("stem", ["extensions", "paper"])
+def test_a_regimes_file_named_after_a_target_is_refused(tmp_path, stem):
+    """extensions.yaml's regimes went to summary_extensions.csv, replacing the target's summary."""
+    reg = {**GOOD, "target": stem}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"regimes": {"r1": GOOD, "t1": reg}}))
+    (tmp_path / f"{stem}.yaml").write_text(regime_text("mine"))
+    code, out = cli(tmp_path, "--config", f"regimes_file={stem}.yaml")
+    assert_refused(
+        tmp_path,
+        code,
+        out,
+        f"{stem}.yaml: the summary of the regimes of {stem}.yaml would be summary_{stem}.csv",
+        f"config.yaml's {stem}-target regimes",
+        f"my_{stem}.yaml",
+    )
+    # another name goes to a summary of its own
+    (tmp_path / "mine.yaml").write_text(regime_text("mine"))
+    code, out = cli(tmp_path, "--config", "regimes_file=mine.yaml")
+    assert code == 0, out[-5:]
+    assert any("results/summary_mine.csv" in line for line in out)
+
+
+def test_summary_names_that_collide_are_refused_whatever_the_files():
+    from simbias.config import check_summary_names
+
+    regimes = {
+        "a": {"target": "extensions"},  # a.yaml's extensions regimes: summary_a_extensions
+        "b": {"target": "default"},  # a_extensions.yaml's regimes: summary_a_extensions too
+        "c": {"target": "default"},  # config.yaml's: summary
+    }
+    files = {"a": "a.yaml", "a_extensions": "a_extensions.yaml"}
+    with pytest.raises(ConfigError, match="summary_a_extensions.csv"):
+        check_summary_names(regimes, {"a": "a", "b": "a_extensions"}, files)
+    check_summary_names(regimes, {"a": "a", "b": "b"}, {"a": "a.yaml", "b": "b.yaml"})
+
+
+@pytest.mark.parametrize("value", ["bogus", "NUMPY"])
+def test_a_bad_cpu_kernel_variable_is_refused_before_any_job(tmp_path, value):
+    """It failed inside run_sgd, after data.nc was written, without naming the variable."""
+    import os
+
+    (tmp_path / "config.yaml").write_text(regime_text())
+    code, out = cli(tmp_path, env={**os.environ, "SIMBIAS_CPU_KERNEL": value})
+    assert_refused(tmp_path, code, out, f"SIMBIAS_CPU_KERNEL={value!r} is not one of auto, numba, numpy")
+
+
+def test_cpu_kernel_variable_values():
+    from simbias.config import check_environment
+
+    for ok in (
+        {},
+        {"SIMBIAS_CPU_KERNEL": ""},
+        {"SIMBIAS_CPU_KERNEL": " numpy "},
+        {"SIMBIAS_CPU_KERNEL": "numba"},
+    ):
+        check_environment(ok)
+    with pytest.raises(ConfigError, match="SIMBIAS_CPU_KERNEL='gpu'"):
+        check_environment({"SIMBIAS_CPU_KERNEL": "gpu"})
+
+
+@pytest.mark.parametrize(
+    "field,value,accepted",
+    [("flow.tau_max", "1e20", True), ("sgd.steps", "1e20", False), ("sgd.steps", "1e5", True)],
+)
+def test_config_yaml_and_config_overrides_agree(tmp_path, monkeypatch, field, value, accepted):
+    """tau_max: 1e20 was accepted in config.yaml but refused through --config ("does not fit a
+    64-bit integer"): a value now means the same by either route."""
+    block, key = field.split(".")
+    reg = {**GOOD, block: {**GOOD.get(block, {}), key: value}}  # text, as YAML 1.1 reads 1e20
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"regimes": {"r1": reg}}))
+    monkeypatch.chdir(tmp_path)
+    outcomes = []
+    for load in (
+        lambda: load_config_file("config.yaml"),
+        lambda: validate_config(
+            {"regimes": {"r1": {**GOOD, **parse_overrides({block: {**GOOD.get(block, {}), key: value}})}}}
+        ),
+    ):
+        try:
+            cfg = load()
+            outcomes.append(("accepted", cfg["regimes"]["r1"][block][key]))
+        except ConfigError as exc:
+            outcomes.append(("refused", str(exc)))
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0][0] == "accepted") == accepted, outcomes

@@ -121,3 +121,31 @@ def test_eq16_and_eq17_formulas():
     assert theory.theorem3_time(3.0, c, eps_z) == pytest.approx(
         theory.grad_eps_time(3.0, c, eps_z * np.sqrt(0.02) * 0.1 * 6.0)
     )
+
+
+def test_bounds_at_a_tiny_epsilon_or_large_weights_are_finite():
+    """theory.epsilon: 1e-300 crashed the comparison (ε² underflows to 0: ZeroDivisionError), and
+    so did constant weights of 1e100 (ε₁ = ε/c² underflows). The logs give the exact value."""
+    c = theory.Constants(mu=0.02, rho1=0.1, rho2=6.0, beta=0.2, beta_paper=0.01)
+    eps = 1e-300
+    eq16 = 3.0 / (0.02 * 0.04) + (np.log(0.02 * 0.04) - 2 * np.log(eps)) / (0.1 * 6 * 0.02)
+    eq17 = 3.0 / (0.02 * 0.04) + 2 * (np.log(0.2) - np.log(0.6) - np.log(eps)) / (0.1 * 6 * 0.02)
+    assert theory.grad_eps_time(3.0, c, eps) == pytest.approx(eq16, rel=1e-12)
+    assert theory.theorem3_time(3.0, c, eps) == pytest.approx(eq17, rel=1e-12)
+    # constant weights c = 1e100 (scale c² = 1e200): the w = 1 bound in the time s = c²τ
+    s2 = 1e200
+    assert theory.grad_eps_time(s2 * 3.0, c, 1e-6, s2) == pytest.approx(
+        theory.grad_eps_time(3.0, c, 1e-6 / s2) / s2, rel=1e-12
+    )
+    assert np.isfinite(theory.grad_eps_time(s2 * 3.0, c, 1e-6, s2))
+
+
+def test_a_theorem2_point_that_overflows_is_not_applicable(rng):
+    """Labels near 1e300 put F* = Σ w²φ'(z*)²‖x‖² past float64: comparison.nc held F* = inf."""
+    act = OddPower(1, 0.1)
+    X = unit_rows(rng, 2, 3)
+    z, F, app = theory.theorem2_target(act, X, np.array([1e299, 1e300]), np.ones(4))
+    assert z is None and F is None and not app.ok
+    assert "overflows float64" in app.reason and "1e+300" in app.reason
+    z, F, app = theory.theorem2_target(act, X, np.array([0.3, 0.7]), np.ones(4))
+    assert app.ok and np.isfinite(F)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import check_regimes_file
 from .config_yaml import ConfigError, read_config_yaml
 
 
@@ -23,12 +24,16 @@ def update_config(config: Any, more: dict) -> Any:
     return config
 
 
-def _note_added_regimes(raw: dict, more: dict, path: str, added_by: dict[str, str]) -> None:
+def _note_added_regimes(
+    raw: dict, more: dict, path: str, added_by: dict[str, str], added_from: dict[str, str]
+) -> None:
     known, new = raw.get("regimes"), more.get("regimes")
     if isinstance(new, dict):
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)
         for name in new:
             if not isinstance(known, dict) or name not in known:
-                added_by.setdefault(name, re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem))
+                added_by.setdefault(name, stem)
+                added_from.setdefault(stem, str(path))
 
 
 def _read_mapping(path: str) -> dict:
@@ -45,6 +50,7 @@ def merged_config(
     overrides: dict | None = None,
     replace_base: bool = False,
     added_by: dict[str, str] | None = None,
+    added_from: dict[str, str] | None = None,
 ) -> Any:
     """config.yaml, then each extra file (``--configfile``), then the regimes file, then the
     ``--config KEY=VALUE`` overrides (already read by :func:`simbias.config_yaml.parse_overrides`).
@@ -55,9 +61,11 @@ def merged_config(
     config.yaml. ``regimes_file`` (in the overrides or config.yaml) is the safe route for extra
     regimes: Snakemake itself parses every --configfile first, with yte, which runs Python written
     in the file (docs/reliability.md); a regimes file is read only by the safe loader.
-    ``added_by`` (if given) collects {regime name: stem of the file that added it}.
+    ``added_by`` (if given) collects {regime name: stem of the file that added it}, ``added_from``
+    {that stem: the file as given}. A ``regimes_file`` given but empty or null is refused.
     """
     added_by = {} if added_by is None else added_by
+    added_from = {} if added_from is None else added_from
     base = Path(base)
     keep_base = not replace_base and (base.exists() or not extras)
     raw = read_config_yaml(base) if keep_base else {}
@@ -67,13 +75,15 @@ def merged_config(
         if Path(extra).resolve() == base.resolve():
             continue
         more = _read_mapping(extra)
-        _note_added_regimes(raw, more, extra, added_by)
+        _note_added_regimes(raw, more, extra, added_by, added_from)
         update_config(raw, more)
     overrides = dict(overrides or {})
-    regimes_file = overrides.pop("regimes_file", raw.pop("regimes_file", None))
-    if regimes_file is not None:
-        more = _read_mapping(str(regimes_file))
-        _note_added_regimes(raw, more, str(regimes_file), added_by)
+    # --config regimes_file= wins over config.yaml's; given but empty or null is refused
+    given = [src.pop("regimes_file") for src in (overrides, raw) if "regimes_file" in src]
+    if given:
+        regimes_file = check_regimes_file(given[0])
+        more = _read_mapping(regimes_file)
+        _note_added_regimes(raw, more, regimes_file, added_by, added_from)
         update_config(raw, more)
     update_config(raw, overrides)  # --config KEY=VALUE overrides
     return raw

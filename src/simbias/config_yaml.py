@@ -46,6 +46,31 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _SafeUniqueLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+MAX_FILE_BYTES = 1_000_000  # a config file larger than this is refused before it is read
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text: a regular file (a folder, a FIFO or a device such as /dev/zero would
+    fail, hang or never end) of at most MAX_FILE_BYTES, refused before it is parsed."""
+    import stat
+
+    mode = path.stat().st_mode  # FileNotFoundError for the caller
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{path}: is a folder, not a config file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path}: is not a regular file (a pipe, a socket or a device): give a YAML file")
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)  # a file that grows while it is read is cut here
+    if len(raw) > MAX_FILE_BYTES:
+        size = max(path.stat().st_size, len(raw))
+        raise ConfigError(
+            f"{path}: {size / 1e6:.3g} MB, more than the {MAX_FILE_BYTES / 1e6:g} MB a config file may be "
+            "(1000 regimes written out take about 150 KB): for many regimes write a sweep: block "
+            "(README, parameter sweeps)"
+        )
+    return raw.decode("utf-8")
+
+
 def read_config_yaml(path: Path | str = "config.yaml") -> Any:
     """Parse a config file with a safe YAML loader; every failure is a one-line ConfigError.
 
@@ -54,7 +79,7 @@ def read_config_yaml(path: Path | str = "config.yaml") -> Any:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except FileNotFoundError:
         hint = (
             " (run from the folder that holds config.yaml, or pass -d FOLDER)"
@@ -64,6 +89,8 @@ def read_config_yaml(path: Path | str = "config.yaml") -> Any:
         raise ConfigError(f"{path}: not found in {Path.cwd()}{hint}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = yaml.load(text, Loader=_SafeUniqueLoader)  # noqa: S506 (a SafeLoader subclass)
         check_size(data, str(path))
@@ -100,10 +127,13 @@ def check_size(data: Any, source: str = "config") -> None:
     alias bomb: a few lines that every later step, deep copies and validation included, would
     walk as billions of values). Linear in the number of distinct objects."""
     sizes: dict[int, int] = {}
+    aliased = [0]  # values counted again through an alias (a list or mapping met twice)
 
     def size(obj: Any) -> int:
         key = id(obj)
         if key in sizes:
+            if isinstance(obj, dict | list):
+                aliased[0] += sizes[key]
             return sizes[key]
         sizes[key] = MAX_VALUES + 1  # a cycle counts as too big
         children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
@@ -116,6 +146,11 @@ def check_size(data: Any, source: str = "config") -> None:
         return total
 
     if isinstance(data, dict | list) and size(data) > MAX_VALUES:
+        if aliased[0] <= MAX_VALUES // 2:  # mostly written out, not repeated through aliases
+            raise ConfigError(
+                f"{source}: holds more than {MAX_VALUES} values, too many for a config; for many "
+                "regimes write a sweep: block (README, parameter sweeps)"
+            )
         raise ConfigError(
             f"{source}: holds more than {MAX_VALUES} values once its YAML aliases (*name) are expanded "
             "(an alias bomb?); write the values out, or use fewer aliases"
@@ -138,8 +173,9 @@ def parse_overrides(values: Any) -> Any:
         try:
             parsed = yaml.safe_load(values)
             if isinstance(parsed, str):  # YAML 1.1 reads 1e6 as text
+                # a float, as config.yaml's 1e6 becomes: validation makes it a whole number where
+                # one is expected, and refuses it there if it does not fit 64 bits (both routes agree)
                 parsed = float(parsed.replace("_", ""))
-                parsed = int(parsed) if parsed.is_integer() and "." not in values else parsed
         except (yaml.YAMLError, ValueError):
             return values
         if parsed is None or isinstance(parsed, bool | int | float):

@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 GPU_CHUNK = 1 << 16  # steps per GPU launch at most (segments still end at record and checkpoint steps)
 
 
+def _singular_values(A: np.ndarray) -> np.ndarray:
+    """Singular values of each matrix in a batch; NaN for a matrix with a non-finite entry (a
+    replica that blew up in the step before a record: the divergence rule freezes it at the next
+    step; LAPACK would stop the whole run with "SVD did not converge")."""
+    ok = np.isfinite(A).all(axis=(-2, -1))
+    if ok.all():
+        return model.singular_values(np, A)
+    out = np.full(A.shape[:-2] + (min(A.shape[-2:]),), np.nan, dtype=A.dtype)
+    out[ok] = model.singular_values(np, A[ok])
+    return out
+
+
 def record_schedule(steps: int, log_points: int, linear_points: int) -> np.ndarray:
     """Record steps: log-spaced and linear points in [0, steps], always with 0 and steps."""
     pts = {0, steps}
@@ -117,8 +129,8 @@ def run(
             "theta": th,
             "loss": model.loss(np, act, th, Xh, yh, wh),
             "F": model.sharpness(np, act, th, Xh, wh),
-            "fsv": model.singular_values(np, Z),
-            "wsv": model.singular_values(np, th),
+            "fsv": _singular_values(Z),
+            "wsv": _singular_values(th),
         }
         vals = {k_: v.astype(np.float64) for k_, v in vals.items()}
         a = alive_np

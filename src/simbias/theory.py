@@ -98,8 +98,21 @@ def theorem2_target(act, X: np.ndarray, y: np.ndarray, w: np.ndarray):
         app = Applicability(False, "some second-layer weight w_j = 0")
     if not app.ok:
         return None, None, app
-    z = target_z(act, y, w)
-    return z, min_sharpness(act, z, X, w), app
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = target_z(act, y, w)
+        F = min_sharpness(act, z, X, w)
+    if not (np.all(np.isfinite(z)) and np.isfinite(F)):
+        big = float(np.max(np.abs(y)))
+        return (
+            None,
+            None,
+            Applicability(
+                False,
+                f"the Theorem 2 point overflows float64 (F* = Σ w_j² φ'(z*_ji)² ‖x_i‖² is {F:.3g}; "
+                f"labels up to |y| = {big:.3g})",
+            ),
+        )
+    return z, F, app
 
 
 @dataclass(frozen=True)
@@ -158,8 +171,10 @@ def grad_eps_time(F0: float, c: Constants, eps: float, scale: float = 1.0) -> fl
     """
     if not _positive(c):
         return float("nan")
-    F1, e1 = F0 / scale, eps / scale
-    s = F1 / (c.mu * c.beta**2) + np.log(max(c.mu * c.beta**2 / e1**2, 1.0)) / (c.rho1 * c.rho2 * c.mu)
+    F1 = F0 / scale
+    # log(μβ²/ε₁²) in logs: ε₁² underflows to 0 for ε₁ below 1e-154 (theory.epsilon: 1e-300)
+    log_ratio = np.log(c.mu) + 2 * np.log(c.beta) - 2 * (np.log(eps) - np.log(scale))
+    s = F1 / (c.mu * c.beta**2) + max(log_ratio, 0.0) / (c.rho1 * c.rho2 * c.mu)
     return float(s / scale)
 
 
@@ -174,9 +189,9 @@ def theorem3_time(F0: float, c: Constants, eps: float, scale: float = 1.0) -> fl
     if not _positive(c):
         return float("nan")
     F1 = F0 / scale
-    s = F1 / (c.mu * c.beta**2) + np.log(max(c.beta**2 / (c.rho1**2 * c.rho2**2 * eps**2), 1.0)) / (
-        c.rho1 * c.rho2 * c.mu
-    )
+    # log(β²/(ϱ1²ϱ2²ε²)) in logs, for the same reason as in grad_eps_time
+    log_ratio = 2 * (np.log(c.beta) - np.log(c.rho1) - np.log(c.rho2) - np.log(eps))
+    s = F1 / (c.mu * c.beta**2) + max(log_ratio, 0.0) / (c.rho1 * c.rho2 * c.mu)
     return float(s / scale)
 
 

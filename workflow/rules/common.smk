@@ -13,7 +13,11 @@ from simbias.config_yaml import parse_overrides
 from simbias.config import (
     REGIME_NAME,
     ConfigError,
+    check_environment,
+    check_regimes_file,
+    check_summary_names,
     load_schema,
+    summary_groups as _summary_groups,
     validate_config,
 )
 
@@ -21,6 +25,7 @@ from simbias.config import (
 # their rows go into a summary of their own (summary_{stem}.csv), so the paper's summary.csv
 # never depends on which flags were used last.
 ADDED_BY = {}
+ADDED_FROM = {}  # that stem -> the file as given
 
 
 def _raw_config():
@@ -34,17 +39,20 @@ def _raw_config():
         parse_overrides(dict(settings.config)),
         replace_base=settings.replace_workflow_config,
         added_by=ADDED_BY,
+        added_from=ADDED_FROM,
     )
 
 
 # Refuse a bad config before any job starts: one line naming regime and field, exit 1.
 _notes = []
 try:
+    check_environment()  # SIMBIAS_CPU_KERNEL, read by every SGD job
     _validated = validate_config(
         _raw_config(),
         load_schema(workflow.source_path("../schemas/config.schema.yaml")),
         notes=_notes,
     )
+    check_summary_names(_validated["regimes"], ADDED_BY, ADDED_FROM)
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
@@ -87,18 +95,8 @@ UNGROUPED = (
 
 
 def summary_groups(target="default"):
-    """{summary file stem: its regimes}: config.yaml's regimes in summary (summary_extensions,
-    summary_paper), the regimes each extra config file adds in summary_{file stem}
-    (summary_{file stem}_extensions, ...).
-    """
-    groups = {}
-    for r in TARGETS[target]:
-        source = ADDED_BY.get(config["regimes"][r].get("sweep_of", {}).get("base", r))
-        stem = "summary" if source is None else f"summary_{source}"
-        groups.setdefault(
-            stem if target == "default" else f"{stem}_{target}", []
-        ).append(r)
-    return groups
+    """{summary file stem: its regimes} of a target (simbias.config.summary_groups)."""
+    return _summary_groups(config["regimes"], ADDED_BY, target)
 
 
 SUMMARIES = {
