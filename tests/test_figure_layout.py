@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Annotation
 from test_reliability import resolved, run_stages
 
 from simbias import figures, storage
@@ -228,3 +229,10 @@ def test_saturated_tanh_draws_and_says_why_panels_are_empty(runs, draw):
     notes = " ".join(t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts)
     assert "JJᵀ is singular" in notes and "F = 0 at" in notes
     assert "the flow did not start for any replica (flow status: retraction_failed × 2)" in notes
+    # several notes beside one panel: stacked, none on another, none on the data
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(r) for t in ax.texts if isinstance(t, Annotation)]
+        assert not any(_overlap(b, ax.get_window_extent(r)) for b in boxes)
+        assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert [len([t for t in ax.texts if isinstance(t, Annotation)]) for ax in fig.axes] == [3, 2, 0]

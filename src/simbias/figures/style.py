@@ -148,22 +148,27 @@ def _nanmedian(v) -> float:
 SIDE_NOTE_WIDTH = 48
 
 
-def _side_note(ax, text: str, color: str = "k"):
-    """A note in the column to the right of the axes, at the bottom (the legends sit at the top):
-    it covers no data. Lines are wrapped to that column's width."""
+def _side_note(ax, notes: list[tuple[str, str]]) -> None:
+    """Notes (text, colour) in the column to the right of the axes, stacked upwards from its
+    bottom, the first on top (the legends sit at the top): they cover no data. Lines are wrapped
+    to that column's width."""
     import textwrap
 
-    lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, SIDE_NOTE_WIDTH) or [""])]
-    return ax.text(
-        1.01,
-        0.0,
-        "\n".join(lines),
-        transform=ax.transAxes,
-        ha="left",
-        va="bottom",
-        fontsize=FONT["note"],
-        color=color,
-    )
+    below = 0.0  # points taken by the notes under this one
+    for text, color in reversed(notes):
+        lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, SIDE_NOTE_WIDTH) or [""])]
+        ax.annotate(
+            "\n".join(lines),
+            xy=(1.01, 0.0),
+            xycoords="axes fraction",
+            xytext=(0.0, below),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=FONT["note"],
+            color=color,
+        )
+        below += (len(lines) + 0.5) * 1.2 * FONT["note"]  # the lines at matplotlib's spacing, and a gap
 
 
 def _handover_text(cmp_, keep: np.ndarray) -> tuple[str, bool]:

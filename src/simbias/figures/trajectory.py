@@ -203,7 +203,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
             "equal inputs x_i: no tangent space)"
         )
     if grad_notes:
-        _side_note(ax, "\n".join(grad_notes))
+        _side_note(ax, [(note, "k") for note in grad_notes])
     if K > 1:
         ax = axes[2]
         ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
@@ -218,7 +218,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     axes[-1].set(xscale="log", xlabel=_clock_label(sgd))
     _mark_handover(axes, float(fl.attrs["tau_start"]))
     text, big = _handover_text(cmp_, keep)
-    _side_note(axes[0], "\n".join(notes + [text]), color="crimson" if big else "k")
+    _side_note(axes[0], [(note, "k") for note in notes] + [(text, "crimson" if big else "k")])
     caveat = "" if K > 1 else f"\n{ONE_SV_NOTE}: no σₖ/σ₁ panel"
     if not int(cmp_.attrs.get("theorem2_applicable", 1)):
         caveat += f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
