@@ -37,8 +37,10 @@ CATALOGUE = [
     ("eta_negative", regime_text(eta=-0.1), [r1("eta"), "must be > 0"]),
     ("sigma_negative", regime_text(sigma=-0.1), [r1("sigma"), "must be ≥ 0", "σ = 0 is plain gradient"]),
     ("m_not_integer", regime_text(m=2.5), [r1("m"), "whole number", "2.5"]),
-    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 2"]),
-    ("m_one", regime_text(m=1), [r1("m"), "must be ≥ 2", "two neurons"]),
+    ("d_not_positive", regime_text(d=0), [r1("d"), "must be ≥ 1"]),
+    ("n_not_positive", regime_text(n=0), [r1("n"), "must be ≥ 1"]),
+    ("m_one", regime_text(m=1), [r1("m"), "must be ≥ 2", "got 1", "F is constant on M"]),
+    ("m_one_in_a_sweep", regime_text(sweep={"m": [1, 3]}), [r1("sweep.m.0"), "≥ 2", "F is constant on M"]),
     (
         "odd_power_k_1000",
         regime_text(activation={"name": "odd_power", "k": 1000}),
@@ -319,8 +321,12 @@ def test_bad_config_is_refused_with_one_clear_message(tmp_path, monkeypatch, tex
         {"activation": {"nu": 0.0}},  # ν = 0 violates Assumption 1; still a valid run
         {"sigma": 0.0},  # plain gradient descent
         {"sgd": {"steps": 0}},
+        {"n": 1, "d": 1},  # Assumption 2 holds with μ = ‖x‖² = 1: every neuron goes to φ⁻¹(y/m)
+        {"n": 1},
+        {"d": 1},  # with n = 2 > d the x_i are parallel: Theorem 2 does not apply, flagged
+        {"sweep": {"n": [1, 2], "d": [1, 2]}},
     ],
-    ids=["n_above_d", "nu_zero", "sigma_zero", "no_sgd_steps"],
+    ids=["n_above_d", "nu_zero", "sigma_zero", "no_sgd_steps", "n_d_one", "n_one", "d_one", "sweep_n_d_one"],
 )
 def test_theory_violating_but_valid_choices_are_accepted(fields):
     validate_config({"regimes": {"r1": {**GOOD, **fields}}})

@@ -32,7 +32,7 @@ _HINTS = {
     "eta": "the paper uses 0.05 or 0.1",
     "sigma": "σ = 0 is plain gradient descent",
     "sgd.steps": "0 runs no SGD: the flow starts from θ0",
-    **dict.fromkeys(("m", "d", "n"), "the figures need two neurons and two singular values of Z"),
+    "m": "with one neuron F is constant on M (M fixes z = φ⁻¹(y/w)), so there is nothing to select",
     "activation.k": "beyond that z^(2k+1) overflows float64 as soon as |z| is a little above 1",
 }
 
@@ -60,6 +60,8 @@ def _about(root: dict | None, path: list, schema: dict | None = None) -> str:
 def _hint(path: list) -> str:
     parts = [str(p) for p in path]
     key = ".".join(parts[2:]) if len(parts) >= 2 and parts[0] == "regimes" else ".".join(parts)
+    if re.fullmatch(r"sweep\.m\.\d+", key):  # a value of a sweep over m: the hint of m
+        key = "m"
     return f"; {_HINTS[key]}" if key in _HINTS else ""
 
 

@@ -105,7 +105,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "sharpness_handover_before": ("F at SGD's last iterate, before the retraction", "1"),
     "sharpness_handover_after": ("F at the flow's start, after the retraction onto M", "1"),
     "flow_theta_travel": ("‖θ_flow(end) − θ_flow(0)‖_F: the flow's own displacement", "1"),
-    "handover_move_ratio": ("handover_theta_move / flow_theta_travel", "1"),
+    "theta_displacement": ("‖θ_flow(end) − θ_SGD(0)‖_F: θ's displacement over the whole run", "1"),
+    "handover_move_ratio": ("handover_theta_move / theta_displacement (NaN: undefined, see flag)", "1"),
     "step_arrival_on_M": ("first record step from which the loss stayed ≤ 1e-12 (-1: never)", "1"),
     "feature_rank_arrival_on_M": ("numerical rank of Z at step_arrival_on_M (-1: never arrived)", "1"),
     "brute_tau": ("flow time τ at which SGD continued past the hand-over is held against the flow", "1"),
@@ -132,7 +133,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "theorem2_applicable": ("Theorem 2's assumptions hold (x_i linearly independent, n ≤ d)", "1"),
     "theorem3_applicable": ("Theorem 3's and Lemma 6's assumptions hold (also ϱ1 > 0, constant w)", "1"),
     "not_applicable_reason": ("why theory columns are NaN (empty when they apply)", "1"),
-    "flag": ("why the replica did not reach the Theorem 2 point (empty when it did)", "1"),
+    "flag": (
+        "why the replica did not reach the Theorem 2 point (empty when it did), or why its hand-over ratio is undefined",
+        "1",
+    ),
     "z_tol": ("tolerance on max|z − z*| for reached_theorem2_point", "1"),
 }
 

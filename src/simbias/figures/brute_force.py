@@ -10,8 +10,17 @@ import seaborn as sns
 
 from .. import model, storage
 from ..activations import make_activation
-from .singular_values import _collapse_line, _end_medians, _end_text, _long, _meaningful_ranks
-from .style import BAND, FONT, _header, _mark_handover, _save
+from .singular_values import (
+    ONE_SV_NOTE,
+    _collapse_line,
+    _end_medians,
+    _end_text,
+    _long,
+    _meaningful_ranks,
+    _sigma1_line,
+    _sv_lines,
+)
+from .style import BAND, BAND_TEXT, FONT, _header, _legend_outside, _mark_handover, _nanmedian, _save
 from .trajectory import _fill_end
 
 
@@ -40,29 +49,33 @@ def sgd_alone(regime, cfg, inputs, png, pdf) -> None:
     step = both["step"].values
     pos = step > 0
     K = _meaningful_ranks(cfg)
-    df = _long(both["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.lineplot(
-        data=df, x="SGD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=ax
-    )
-    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (Z = ΘXᵀ)")
-    _collapse_line(ax)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    if K > 1:
+        df = _long(both["feature_sv"].values[:, pos], step[pos], "SGD step", range(2, K + 1), keep)
+        what = _sv_lines(ax, df, "SGD step")
+        ax.set(ylabel="σₖ(Z) / σ₁(Z)  (Z = ΘXᵀ)")
+        _collapse_line(ax)
+    else:  # nothing to divide: σ_1 itself
+        _sigma1_line(ax, both["feature_sv"].values[keep][:, pos, 0], step[pos], "SGD step")
+        what = f"{ONE_SV_NOTE}: σ₁(Z) itself; {BAND_TEXT}"
+        ax.set(ylabel="σ₁(Z)  (Z = ΘXᵀ)")
+    ax.set(xscale="log", yscale="log")
     k_h = int(sgd["step"].values[-1])
-    ax.axvline(k_h, color="k", lw=0.8, ls=":")
-    ax.text(
+    ax.axvline(
         k_h,
-        ax.get_ylim()[0],
-        f" {regime} hands over to the flow here;\n SGD goes on (fresh noise streams)",
-        va="bottom",
-        fontsize=FONT["note"],
+        color="k",
+        lw=0.8,
+        ls=":",
+        label=f"{regime} hands over to\nthe flow here; SGD goes on\n(fresh noise streams)",
     )
-    end = _end_medians(both["feature_sv"].values, keep, K)
+    _legend_outside(ax)  # again, with these two lines (in the key's column, off the data)
+    end = _end_medians(both["feature_sv"].values, keep, K) if K > 1 else np.zeros(0)
     per_step = cfg["eta"] ** 2 * cfg["sigma"] ** 2
     top = ax.secondary_xaxis("top", functions=(lambda k: k * per_step, lambda t: t / per_step))
     top.set_xlabel("flow time τ = η²σ²·step", fontsize=FONT["note"])
     ax.set_title(
-        f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}: median and 10–90% band\n"
-        + _end_text(step[-1], step[-1] * per_step, end),
+        f"{_header(regime, cfg)}\nlabel-noise SGD alone (no flow), {note}\n{what}"
+        + (f"\n{_end_text(step[-1], step[-1] * per_step, end)}" if end.size else ""),
         fontsize=FONT["title"],
     )
     _save(fig, png, pdf)
@@ -104,16 +117,17 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
         ]
     )
     sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
-    tolF = float(np.nanmedian(cmp_["brute_sharpness_tol"].values[keep]))
-    F_end = float(np.nanmedian(cmp_["brute_sharpness_gap_flow"].values[keep]))
-    ax.axhspan(
-        F_end - tolF,
-        F_end + tolF,
-        color="grey",
-        alpha=0.2,
-        lw=0,
-        label=f"flow ± 5 sd of SGD's stationary spread of F ({tolF:.2g})",
-    )
+    tolF = _nanmedian(cmp_["brute_sharpness_tol"].values[keep])
+    F_end = _nanmedian(cmp_["brute_sharpness_gap_flow"].values[keep])
+    if np.isfinite(tolF) and np.isfinite(F_end):  # NaN where the comparison has no tolerance
+        ax.axhspan(
+            F_end - tolF,
+            F_end + tolF,
+            color="grey",
+            alpha=0.2,
+            lw=0,
+            label=f"flow ± 5 sd of SGD's stationary spread of F ({tolF:.2g})",
+        )
     ax.set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F")
     ax.legend(fontsize=FONT["legend"])
     ax = axes[1]
@@ -132,8 +146,11 @@ def brute_force_overlay(regime, cfg, inputs, png, pdf) -> None:
         ]
     )
     sns.lineplot(data=df, x="τ", y="value", hue="stage", estimator="median", errorbar=BAND, ax=ax)
-    tolz = float(np.nanmedian(cmp_["brute_z_tol"].values[keep]))
-    ax.axhline(tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})")
+    tolz = _nanmedian(cmp_["brute_z_tol"].values[keep])
+    if np.isfinite(tolz):
+        ax.axhline(
+            tolz, color="grey", ls="--", lw=1, label=f"5 sd of SGD's stationary spread of z ({tolz:.2g})"
+        )
     end_name = "the flow's end point (= z*, Theorem 2)" if has_star else "the flow's end point (no z*: n > d)"
     ax.set(yscale="log", ylabel="max_ji |z_ji − z_ji(flow end)|")
     ax.set_title(f"distance of the pre-activations to {end_name}", fontsize=FONT["note"])

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from .. import storage
 from .style import BAND, BAND_TEXT, _algorithm, _clock_label, _header, _kept, _legend_outside, _save, _sub
@@ -20,16 +21,24 @@ def _meaningful_ranks(cfg: dict) -> int:
 
 
 def _long(values: np.ndarray, x: np.ndarray, xname: str, ranks: range, keep: np.ndarray) -> pd.DataFrame:
-    """(replica, record, rank) normalised singular values -> long-form frame for seaborn."""
+    """(replica, record, rank) normalised singular values -> long-form frame for seaborn
+    (columns ``xname``, value, k, singular value; no rows when ``ranks`` is empty)."""
     norm = values / values[..., :1]
     frames = []
     for k in ranks:
         v = norm[keep][:, :, k - 1]
         frames.append(
             pd.DataFrame(
-                {xname: np.tile(x, v.shape[0]), "value": v.ravel(), "singular value": f"σ{_sub(k)}/σ₁"}
+                {
+                    xname: np.tile(x, v.shape[0]),
+                    "value": v.ravel(),
+                    "k": k,
+                    "singular value": f"σ{_sub(k)}/σ₁",
+                }
             )
         )
+    if not frames:
+        return pd.DataFrame(columns=[xname, "value", "k", "singular value"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -53,12 +62,23 @@ def _collapse_line(ax) -> None:
     ax.axhline(COLLAPSE_LEVEL, color="grey", lw=0.8, ls="--", label="10⁻² (as in the paper's Fig. 1a)")
 
 
+# Up to this many σ_k/σ_1 lines get a legend entry each; past it, colour encodes k on a colour bar.
+LEGEND_RATIOS = 6
+
+# What a figure says when Z has a single singular value (nothing to divide by σ_1).
+ONE_SV_NOTE = "Z = ΘXᵀ has a single singular value (min(m, d, n) = 1)"
+
+
 def _sv_lines(ax, df: pd.DataFrame, x: str, style: str | None = None) -> str:
-    """σ_k/σ_1 lines, one colour per k (ordered palette); bands only for up to three ratios.
+    """σ_k/σ_1 lines, one colour per k (ordered palette); bands only for up to three ratios,
+    a legend entry per ratio up to LEGEND_RATIOS, a colour bar for k past that.
 
     Returns what the band shows, for the title.
     """
     hues = list(dict.fromkeys(df["singular value"]))
+    if len(hues) > LEGEND_RATIOS:
+        _sv_lines_colorbar(ax, df, x, style)
+        return f"lines: median over replicas ({len(hues)} ratios, colour: k; no bands)"
     banded = len(hues) <= 3
     sns.lineplot(
         data=df,
@@ -76,8 +96,51 @@ def _sv_lines(ax, df: pd.DataFrame, x: str, style: str | None = None) -> str:
     return BAND_TEXT if banded else f"lines: median over replicas ({len(hues)} ratios: no bands)"
 
 
+def _sv_lines_colorbar(ax, df: pd.DataFrame, x: str, style: str | None) -> None:
+    """Many σ_k/σ_1 lines: the replica median of each, coloured by k on a colour bar beside the
+    axes, in its lower half (the legend of ``style``, or of lines added later, above it), so the
+    key stays as short as the axes."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
+    cmap = plt.get_cmap("viridis")
+    ks = df["k"].to_numpy()
+    norm = Normalize(ks.min(), ks.max())
+    styles = list(dict.fromkeys(df[style])) if style else [None]
+    dashes = dict(zip(styles, ["-", "--", ":", "-."], strict=False))
+    keys = ["k", style] if style else ["k"]
+    for key, part in df.groupby(keys, sort=False):
+        k, st = (key[0], key[1]) if style else (key[0], None)
+        med = part.groupby(x, sort=True)["value"].median()
+        ax.plot(med.index, med.to_numpy(), color=cmap(norm(k)), ls=dashes[st], lw=1.0)
+    ax.set(xlabel=x, ylabel="value")  # as seaborn labels its own
+    if style:
+        handles = [Line2D([], [], color="0.25", ls=dashes[st]) for st in styles]
+        ax.legend(
+            handles,
+            styles,
+            title=style,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+            borderaxespad=0.0,
+        )
+    cax = ax.inset_axes([1.03, 0.0, 0.025, 0.55])  # below the key's place (a legend, if any)
+    bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    bar.set_label("k in σₖ/σ₁")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _sigma1_line(ax, s1: np.ndarray, x: np.ndarray, xname: str) -> None:
+    """σ_1(Z) of each replica (rows of ``s1``) against ``x``: median and 10–90% band."""
+    frame = pd.DataFrame({xname: np.tile(x, s1.shape[0]), "value": s1.ravel()})
+    sns.lineplot(data=frame, x=xname, y="value", estimator="median", errorbar=BAND, ax=ax)
+
+
 def singular_values(regime, cfg, inputs, png, pdf) -> None:
-    """σ_k(Z)/σ_1(Z) against SGD step: replica median and 10–90% band."""
+    """σ_k(Z)/σ_1(Z) against SGD step: replica median and 10–90% band (σ_1(Z) itself when Z has
+    a single singular value)."""
     sgd = storage.open_dataset(inputs["sgd"])
     keep, note = _kept(sgd)
     step = sgd["step"].values
@@ -85,11 +148,17 @@ def singular_values(regime, cfg, inputs, png, pdf) -> None:
     K = _meaningful_ranks(cfg)
     alg = _algorithm(sgd)
     xname = f"{'GD' if sgd.attrs.get('algorithm') == 'gd' else alg} step k"
-    df = _long(sgd["feature_sv"].values[:, pos], step[pos], xname, range(2, K + 1), keep)
     fig, ax = plt.subplots(figsize=(9.5, 5.4))
-    _collapse_line(ax)
-    what = _sv_lines(ax, df, xname)
-    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)   (Z = ΘXᵀ)")
+    if K > 1:
+        _collapse_line(ax)
+        df = _long(sgd["feature_sv"].values[:, pos], step[pos], xname, range(2, K + 1), keep)
+        what = _sv_lines(ax, df, xname)
+        ax.set(ylabel="σₖ(Z) / σ₁(Z)   (Z = ΘXᵀ)")
+    else:  # nothing to divide: σ_1 itself
+        _sigma1_line(ax, sgd["feature_sv"].values[keep][:, pos, 0], step[pos], xname)
+        what = f"{ONE_SV_NOTE}: no ratios σₖ/σ₁, σ₁(Z) = ‖Z‖ itself\n{BAND_TEXT}"
+        ax.set(ylabel="σ₁(Z)   (Z = ΘXᵀ)")
+    ax.set(xscale="log", yscale="log")
     title = f"{_header(regime, cfg)}\n{alg}, {note}\n{what}"
     if keep.any() and K > 1:
         end = _end_medians(sgd["feature_sv"].values, keep, K)

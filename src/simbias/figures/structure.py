@@ -24,6 +24,39 @@ from .style import (
 )
 from .trajectory import _fill_end
 
+# Up to this many final neuron clusters get a legend entry each (their sizes) and a colour of
+# the tab10 palette; past it, one legend entry for them all.
+LEGEND_CLUSTERS = 10
+
+
+def _cluster_markers(ax, xs: np.ndarray, ys: np.ndarray, labels: np.ndarray, colors) -> None:
+    """A large marker per neuron at its end, coloured by its final cluster; a legend entry per
+    cluster (its size) up to LEGEND_CLUSTERS, one entry for them all past that (a line per
+    cluster would run off the canvas)."""
+    k = int(labels.max()) + 1
+    sizes = np.bincount(labels)
+    for c in range(k):
+        j = np.flatnonzero(labels == c)
+        label = f"cluster {c + 1}: {sizes[c]} neuron{'s' if sizes[c] > 1 else ''}"
+        ax.scatter(
+            xs[j],
+            ys[j],
+            color=colors[c],
+            edgecolors="k",
+            s=140,
+            zorder=4,
+            label=label if k <= LEGEND_CLUSTERS else None,
+        )
+    if k > LEGEND_CLUSTERS:
+        ax.scatter(
+            [],
+            [],
+            color="grey",
+            edgecolors="k",
+            s=140,
+            label=f"{k} final clusters\n(largest: {sizes.max()} neuron{'s' if sizes.max() > 1 else ''})",
+        )
+
 
 def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     """Neurons' feature vectors (rows of Z) along SGD and the flow, in the plane of the
@@ -44,6 +77,9 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
         return
     r = int(np.flatnonzero(keep)[0])
     X = data["x"].values
+    if X.shape[0] == 1:  # one input: each z_j is a number, drawn against τ (no PCA plane)
+        _neuron_z_one_input(regime, cfg, data, sgd, fl, r, png, pdf)
+        return
     Zs = sgd["theta"].values[r] @ X.T  # (T, m, n)
     Zf = fl["theta"].values[r] @ X.T
     Zf = Zf[np.isfinite(Zf).all(axis=(1, 2))]
@@ -58,7 +94,7 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     m = Zs.shape[1]
     labels = analysis.cluster_labels(Zend)
     k = int(labels.max()) + 1
-    colors = sns.color_palette("tab10" if k <= 10 else "husl", k)
+    colors = sns.color_palette("tab10" if k <= LEGEND_CLUSTERS else "husl", k)
     alg = _algorithm(sgd)
     fig, ax = plt.subplots(figsize=(10, 6.5))
     for j in range(m):
@@ -67,18 +103,7 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
         ax.plot(pf[:, j, 0], pf[:, j, 1], color=c, lw=1.0, ls="--", alpha=0.8)
         ax.scatter(ps[0, j, 0], ps[0, j, 1], color=c, marker="o", facecolors="none", s=25)
     ax.scatter(ps[-1, :, 0], ps[-1, :, 1], c="k", marker="s", s=12, label=f"end of {alg}", zorder=3)
-    sizes = np.bincount(labels)
-    for c_ in range(k):  # one large marker per final cluster, its size in the legend
-        j = np.flatnonzero(labels == c_)
-        ax.scatter(
-            pe[j, 0],
-            pe[j, 1],
-            color=colors[c_],
-            edgecolors="k",
-            s=140,
-            zorder=4,
-            label=f"cluster {c_ + 1}: {sizes[c_]} neuron{'s' if sizes[c_] > 1 else ''}",
-        )
+    _cluster_markers(ax, pe[:, 0], pe[:, 1], labels, colors)
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="initial")
     ax.plot([], [], color="grey", label=f"{alg} path")
     ax.plot([], [], color="grey", ls="--", label="flow path")
@@ -87,6 +112,54 @@ def neuron_pca(regime, cfg, inputs, png, pdf) -> None:
     ax.set_title(
         f"{_header(regime, cfg)}\nreplica {r}: the {m} neurons' feature vectors z_j = Xθ_j ∈ ℝⁿ end in {k} "
         f"cluster{'s' if k > 1 else ''}\n(colour: the cluster a neuron ends in; large dots: the flow's end)"
+    )
+    _save(fig, png, pdf)
+
+
+def _neuron_z_one_input(regime, cfg, data, sgd, fl, r: int, png, pdf) -> None:
+    """n = 1: replica r's pre-activations z_j = θ_jᵀx along SGD and the flow against τ, coloured
+    by the cluster each neuron ends in, with the Theorem 2 point z* (φ⁻¹(y/m) for w_j = 1)."""
+    from .. import theory
+    from ..activations import make_activation
+
+    X, y, w = data["x"].values, data["y"].values, data["w"].values
+    tau_s = sgd["tau"].values
+    pos = tau_s > 0
+    zs = (sgd["theta"].values[r] @ X.T)[pos, :, 0]  # (T, m)
+    zf = (fl["theta"].values[r] @ X.T)[..., 0]
+    okf = np.isfinite(zf).all(axis=1)
+    z_end = (fl["theta_end"].values[r] @ X.T)[:, 0]
+    labels = analysis.cluster_labels(z_end[:, None])
+    m, k = z_end.size, int(labels.max()) + 1 if labels.size else 0
+    colors = sns.color_palette("tab10" if k <= LEGEND_CLUSTERS else "husl", max(k, 1))
+    color = [colors[c] for c in labels] if labels.size else ["grey"] * m
+    alg = _algorithm(sgd)
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    for j in range(m):
+        ax.plot(tau_s[pos], zs[:, j], color=color[j], lw=0.8, alpha=0.6)
+        ax.plot(fl["tau"].values[okf], zf[okf, j], color=color[j], lw=1.0, ls="--", alpha=0.8)
+    tau_end = float(fl["tau_end"].values[r])
+    if np.isfinite(tau_end) and labels.size:
+        _cluster_markers(ax, np.full(m, tau_end), z_end, labels, colors)
+    z_star = theory.theorem2_target(make_activation(cfg["activation"]), X, y, w)[0]
+    if z_star is not None:
+        for i, v in enumerate(np.unique(np.round(z_star[:, 0], 12))):
+            ax.axhline(
+                v,
+                color="crimson",
+                lw=0.9,
+                ls=":",
+                label=None if i else "z*: Theorem 2 point\n(φ⁻¹(y/m) for w_j = 1)",
+            )
+    ax.plot([], [], color="grey", label=f"{alg} path")
+    ax.plot([], [], color="grey", ls="--", label="flow path")
+    ax.set(xscale="log", xlabel=_clock_label(sgd), ylabel="z_j = θ_jᵀx  (the neuron's pre-activation)")
+    _mark_handover([ax], float(fl.attrs["tau_start"]))
+    _legend_outside(ax)
+    ax.set_title(
+        f"{_header(regime, cfg)}\nreplica {r}: the {m} neurons' pre-activations on the single input end in "
+        f"{k} cluster{'s' if k != 1 else ''}\n(n = 1: each z_j is a number, drawn against τ instead of a "
+        "principal-component plane;\ncolour: the cluster a neuron ends in)"
     )
     _save(fig, png, pdf)
 

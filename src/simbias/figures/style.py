@@ -120,42 +120,87 @@ def _kept(sgd) -> tuple[np.ndarray, str]:
 
 
 def _mark_handover(axes, tau: float) -> None:
-    """A dotted vertical line on every panel where SGD hands over to the flow."""
+    """A dotted vertical line on every panel where SGD hands over to the flow, labelled on the
+    top panel (on the line's left when it is near the right edge, to stay inside the axes)."""
     for ax in axes:
         ax.axvline(tau, color="k", lw=0.8, ls=":")
-    axes[0].text(tau, axes[0].get_ylim()[1], " SGD → flow", va="top", fontsize=FONT["note"])
+    ax = axes[0]
+    x_axes = ax.transAxes.inverted().transform(ax.transData.transform((tau, ax.get_ylim()[1])))[0]
+    right = x_axes > 0.8
+    ax.text(
+        tau,
+        ax.get_ylim()[1],
+        "SGD → flow " if right else " SGD → flow",
+        va="top",
+        ha="right" if right else "left",
+        fontsize=FONT["note"],
+    )
 
 
-def _handover_note(ax, cmp_, keep: np.ndarray) -> None:
-    """The hand-over measured (medians over replicas): SGD's loss, how far the retraction
-    onto M moves θ and Z, F before and after; a warning when that move is not small
-    against the flow's own displacement (comparison.nc's handover_* variables)."""
+def _nanmedian(v) -> float:
+    """Median of the finite values (NaN, without a warning, when there are none)."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+# Characters per line of a note in the column right of a panel (the legends' column).
+SIDE_NOTE_WIDTH = 48
+
+
+def _side_note(ax, notes: list[tuple[str, str]]) -> None:
+    """Notes (text, colour) in the column to the right of the axes, stacked upwards from its
+    bottom, the first on top (the legends sit at the top): they cover no data. Lines are wrapped
+    to that column's width."""
+    import textwrap
+
+    below = 0.0  # points taken by the notes under this one
+    for text, color in reversed(notes):
+        lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, SIDE_NOTE_WIDTH) or [""])]
+        ax.annotate(
+            "\n".join(lines),
+            xy=(1.01, 0.0),
+            xycoords="axes fraction",
+            xytext=(0.0, below),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=FONT["note"],
+            color=color,
+        )
+        below += (len(lines) + 0.5) * 1.2 * FONT["note"]  # the lines at matplotlib's spacing, and a gap
+
+
+def _handover_text(cmp_, keep: np.ndarray) -> tuple[str, bool]:
+    """The hand-over measured (medians over replicas): SGD's loss, F before and after, how far
+    the retraction onto M moves θ and Z, as a fraction of θ's displacement over the whole run
+    (comparison.nc's handover_* variables); and whether that fraction is not small."""
     from ..stages.compare import HANDOVER_SMALL
 
     def med(name: str) -> float:
-        return float(np.nanmedian(cmp_[name].values[keep]))
+        return _nanmedian(cmp_[name].values[keep]) if name in cmp_ else float("nan")
 
+    if not np.isfinite(cmp_["handover_theta_move"].values[keep]).any():
+        status = cmp_["flow_status"].values[keep].astype(str)
+        counts = ", ".join(f"{v} × {c}" for v, c in zip(*np.unique(status, return_counts=True), strict=True))
+        return f"no hand-over: the flow did not start\nfor any replica (flow status: {counts})", True
     ratio = med("handover_move_ratio")
+    share = f"{100 * ratio:.2g}%" if np.isfinite(ratio) else "n/a"
     text = (
-        f"hand-over (median): SGD's loss {med('loss_sgd_end'):.2g}, F {med('sharpness_handover_before'):.4g} → "
-        f"{med('sharpness_handover_after'):.4g}\nretraction onto M moves θ by {med('handover_theta_move'):.2g} "
-        f"(max|Δz| {med('handover_z_move'):.2g}) = {100 * ratio:.2g}% of the flow's own travel"
+        "hand-over SGD → flow (medians over replicas):\n"
+        f"SGD's loss {med('loss_sgd_end'):.2g}, F {med('sharpness_handover_before'):.4g} → "
+        f"{med('sharpness_handover_after'):.4g}\n"
+        f"the retraction onto M moves θ by {med('handover_theta_move'):.2g}\n"
+        f"(max|Δz| {med('handover_z_move'):.2g}), {share} of ‖θ(end) − θ(0)‖\n"
+        f"= {med('theta_displacement'):.2g}, how far the whole run takes θ"
     )
-    if ratio > HANDOVER_SMALL:
+    big = bool(ratio > HANDOVER_SMALL)
+    if big:
         text += (
-            "\nNOT small: the flow starts visibly away from SGD's last iterate (large ησ: SGD sits far off M)"
+            f"\nNOT small (> {100 * HANDOVER_SMALL:g}%): the flow starts visibly\n"
+            "away from SGD's last iterate, which lies off M"
         )
-    ax.text(
-        0.01,
-        0.02,
-        text,
-        transform=ax.transAxes,
-        fontsize=FONT["note"],
-        va="bottom",
-        color="crimson" if ratio > HANDOVER_SMALL else "k",
-        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
-        zorder=5,
-    )
+    return text, big
 
 
 def _save(fig, png: str, pdf: str) -> None:

@@ -10,19 +10,20 @@ import seaborn as sns
 
 from .. import analysis, model, storage
 from ..activations import make_activation
-from .singular_values import _long, _meaningful_ranks, _sv_lines
+from .singular_values import ONE_SV_NOTE, _long, _meaningful_ranks, _sv_lines
 from .style import (
     BAND,
     BAND_TEXT,
     FONT,
     _algorithm,
     _clock_label,
-    _handover_note,
+    _handover_text,
     _header,
     _kept,
     _legend_outside,
     _mark_handover,
     _save,
+    _side_note,
 )
 
 
@@ -33,6 +34,29 @@ def _fill_end(a: np.ndarray, end: np.ndarray) -> np.ndarray:
         miss = np.isnan(out[:, t])
         out[:, t][miss] = end[miss]
     return out
+
+
+def _grad_norms(act, theta: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
+    """‖∇_M F‖ at each θ of a batch (b, m, d); NaN where θ is not finite or JJᵀ is singular
+    (tanh far out, where φ′ is 0 in floating point; equal inputs x_i). Returns the norms and how
+    many were singular."""
+    out = np.full(theta.shape[0], np.nan)
+    ok = np.flatnonzero(np.isfinite(theta).all(axis=(1, 2)))
+
+    def norms(idx):
+        return model.norm(np, model.riemannian_grad(np, act, theta[idx], X, w))
+
+    try:
+        out[ok] = norms(ok)
+        return out, 0
+    except np.linalg.LinAlgError:  # one at a time, to keep the others
+        singular = 0
+        for i in ok:
+            try:
+                out[i] = norms(np.array([i]))[0]
+            except np.linalg.LinAlgError:
+                singular += 1
+        return out, singular
 
 
 GAP_FLOOR_REL = analysis.GAP_FLOOR_REL  # F − F* below this fraction of F* is drawn at the floor
@@ -94,10 +118,7 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     tau_f = fl["tau"].values
     th_s = sgd["theta"].values[:, pos]
     R, T = th_s.shape[:2]
-    flat = th_s.reshape((R * T,) + th_s.shape[2:])
-    ok = np.isfinite(flat).all(axis=(1, 2))
-    g_s = np.full(R * T, np.nan)
-    g_s[ok] = model.norm(np, model.riemannian_grad(np, act, flat[ok], X, w))
+    g_s, singular = _grad_norms(act, th_s.reshape((R * T,) + th_s.shape[2:]), X, w)
     g_s = g_s.reshape(R, T)
     F_s = sgd["sharpness"].values[:, pos]
     th_end = fl["theta_end"].values
@@ -113,7 +134,9 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         v = vals[keep]
         return pd.DataFrame({"τ": np.tile(tau, v.shape[0]), "value": v.ravel(), "stage": stage})
 
-    fig, axes = plt.subplots(3, 1, figsize=(10.5, 11), sharex=True)
+    K = _meaningful_ranks(cfg)
+    fig, axes = plt.subplots(3 if K > 1 else 2, 1, figsize=(10.5, 11 if K > 1 else 7.8), sharex=True)
+    notes: list[str] = []  # beside the top panel, under its legend
     ax = axes[0]
     if has_star:  # F − F* on a log axis: the approach to F*, with round-off drawn at a floor
         gap_floor = GAP_FLOOR_REL * abs(F_star)
@@ -130,6 +153,8 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
         ax.set(yscale="log", ylabel=f"F − F*   (F* = {F_star:.4g})")
     else:
         df = pd.concat([stage_frame(tau_s[pos], F_s, alg), stage_frame(tau_f, F_f, "manifold flow")])
+        zero = int((df["value"] <= 0).sum())  # F = 0 where φ′ = 0 in floating point (saturated tanh)
+        df["value"] = np.maximum(df["value"], floor)
         sns.lineplot(
             data=df,
             x="τ",
@@ -140,8 +165,10 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
             errorbar=BAND,
             ax=ax,
         )
-        ax.set(yscale="log", ylabel="sharpness F")
-        ax.text(0.01, 0.04, "no F*: Theorem 2 does not apply", transform=ax.transAxes, fontsize=FONT["note"])
+        ax.set(yscale="log", ylabel="sharpness F" + ("  (floor 1e-16)" if zero else ""))
+        notes.append("no F*: Theorem 2 does not apply")
+        if zero:
+            notes.append(f"F = 0 at {zero} records (φ′ = 0 in floating point), drawn at the floor")
     _legend_outside(ax)
     ax = axes[1]
     df = pd.concat(
@@ -156,36 +183,47 @@ def trajectory(regime, cfg, inputs, png, pdf) -> None:
     eps = cfg["theory"]["epsilon"]
     ax.axhline(eps, color="grey", lw=0.8, ls=":", label=f"ε = {eps:g}")
     bound = cmp_["tau_eps_theorem3_bound"].values[keep]
+    grad_notes = []  # beside the middle panel
     if np.isfinite(bound).any():
         tb = float(fl.attrs["tau_start"]) + np.nanmedian(bound)
         ax.axvline(tb, color="crimson", lw=1.2, ls="--", label=f"Theorem 3 bound\n(median) τ = {tb:.3g}")
     else:
-        reason = str(cmp_.attrs.get("theorem3_reason", ""))
-        ax.text(
-            0.01,
-            0.04,
-            f"Theorem 3 bound not applicable: {reason}",
-            transform=ax.transAxes,
-            fontsize=FONT["note"],
+        applies = all(int(cmp_.attrs.get(f"theorem{t}_applicable", 1)) for t in (2, 3))
+        grad_notes.append(
+            "no Theorem 3 bound: no replica to bound"
+            if applies
+            else "no Theorem 3 bound: not applicable (see title)"
         )
     ax.set(yscale="log", ylabel="‖∇_M F‖  (floor 1e-16)")
     _legend_outside(ax)
-    ax = axes[2]
-    K = _meaningful_ranks(cfg)
-    ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
-    df_ = _long(_fill_end(fl["feature_sv"].values, sv_end), tau_f, "τ", range(2, K + 1), keep)
-    ds_["stage"], df_["stage"] = alg, "manifold flow"
-    df = pd.concat([ds_, df_])
-    df["value"] = np.maximum(df["value"], floor)
-    what = _sv_lines(ax, df, "τ", style="stage")
-    ax.set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (floor 1e-16)", xlabel=_clock_label(sgd))
+    if singular:
+        grad_notes.append(
+            f"{alg}: ‖∇_M F‖ not drawn at {singular} of its iterates, where JJᵀ is singular "
+            "(the constraints' gradients are dependent there, e.g. φ′ = 0 in floating point or "
+            "equal inputs x_i: no tangent space)"
+        )
+    if grad_notes:
+        _side_note(ax, [(note, "k") for note in grad_notes])
+    if K > 1:
+        ax = axes[2]
+        ds_ = _long(sgd["feature_sv"].values[:, pos], tau_s[pos], "τ", range(2, K + 1), keep)
+        df_ = _long(_fill_end(fl["feature_sv"].values, sv_end), tau_f, "τ", range(2, K + 1), keep)
+        ds_["stage"], df_["stage"] = alg, "manifold flow"
+        df = pd.concat([ds_, df_])
+        df["value"] = np.maximum(df["value"], floor)
+        what = _sv_lines(ax, df, "τ", style="stage")
+        ax.set(yscale="log", ylabel="σₖ(Z) / σ₁(Z)  (floor 1e-16)")
+    else:
+        what = BAND_TEXT
+    axes[-1].set(xscale="log", xlabel=_clock_label(sgd))
     _mark_handover(axes, float(fl.attrs["tau_start"]))
-    _handover_note(axes[0], cmp_, keep)
-    caveat = ""
+    text, big = _handover_text(cmp_, keep)
+    _side_note(axes[0], [(note, "k") for note in notes] + [(text, "crimson" if big else "k")])
+    caveat = "" if K > 1 else f"\n{ONE_SV_NOTE}: no σₖ/σ₁ panel"
     if not int(cmp_.attrs.get("theorem2_applicable", 1)):
-        caveat = f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
+        caveat += f"\ntheory not applicable: {cmp_.attrs.get('theorem2_reason', '')}"
     elif not int(cmp_.attrs.get("theorem3_applicable", 1)):
-        caveat = f"\nTheorem 3 not applicable: {cmp_.attrs.get('theorem3_reason', '')}"
+        caveat += f"\nTheorem 3 not applicable: {cmp_.attrs.get('theorem3_reason', '')}"
     bottom = "" if what == BAND_TEXT else " (bottom panel: medians only, too many ratios for bands)"
     fig.suptitle(
         f"{_header(regime, cfg)}\n{alg} continued by the Riemannian flow of F on M; {note}\n"
@@ -212,7 +250,8 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
         v = vals[keep][:, pos]
         return pd.DataFrame({"GD step": np.tile(step[pos], v.shape[0]), "value": v.ravel(), "": name})
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    K = _meaningful_ranks(cfg)
+    fig, axes = plt.subplots(3 if K > 1 else 2, 1, figsize=(8, 9 if K > 1 else 6.5), sharex=True)
     sns.lineplot(
         data=frame(sgd["loss"].values, "loss"),
         x="GD step",
@@ -225,13 +264,12 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
     F = sgd["sharpness"].values - (F_star if has_star else 0.0)
     sns.lineplot(data=frame(F, "F"), x="GD step", y="value", estimator="median", errorbar=BAND, ax=axes[1])
     axes[1].set(ylabel=f"F − F*  (F* = {F_star:.4g})" if has_star else "F (no F*)")
-    K = _meaningful_ranks(cfg)
-    df = _long(sgd["feature_sv"].values[:, pos], step[pos], "GD step", range(2, K + 1), keep)
-    df["value"] = np.maximum(df["value"], 1e-16)
-    sns.lineplot(
-        data=df, x="GD step", y="value", hue="singular value", estimator="median", errorbar=BAND, ax=axes[2]
-    )
-    axes[2].set(xscale="log", yscale="log", ylabel="σₖ(Z) / σ₁(Z)")
+    if K > 1:
+        df = _long(sgd["feature_sv"].values[:, pos], step[pos], "GD step", range(2, K + 1), keep)
+        df["value"] = np.maximum(df["value"], 1e-16)
+        _sv_lines(axes[2], df, "GD step")
+        axes[2].set(yscale="log", ylabel="σₖ(Z) / σ₁(Z)")
+    axes[-1].set(xscale="log")
     arrival = cmp_["step_arrival_on_M"].values[keep]
     arrival = arrival[arrival >= 0]
     if arrival.size:
@@ -252,7 +290,8 @@ def gd_trajectory(regime, cfg, inputs, png, pdf) -> None:
         rank_note = "GD did not reach M (loss ≤ 1e-12) within its steps"
     fig.suptitle(
         f"{_header(regime, cfg)}\ngradient descent (control), {note}: median and 10–90% band\n"
-        f"no flow: without label noise there is no drift along M; {rank_note}",
+        f"no flow: without label noise there is no drift along M; {rank_note}"
+        + ("" if K > 1 else f"\n{ONE_SV_NOTE}: no σₖ/σ₁ panel"),
         fontsize=FONT["title"],
     )
     _save(fig, png, pdf)

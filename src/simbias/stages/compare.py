@@ -101,7 +101,14 @@ def compare(
             "lemma6_holds_all_records": pd.array(l6_all, dtype="boolean"),
             "theorem3_weight_scale": scale if bounds_ok else np.nan,
             **_handover(
-                th_sgd, th_flow0, th_flow, X, sgd["loss"].values[:, -1], sgd["sharpness"].values[:, -1], F0
+                sgd["theta"].values[:, 0],
+                th_sgd,
+                th_flow0,
+                th_flow,
+                X,
+                sgd["loss"].values[:, -1],
+                sgd["sharpness"].values[:, -1],
+                F0,
             ),
             "feature_rank_sgd_end": analysis.numerical_rank(sgd["feature_sv"].values[:, -1]),
             "step_arrival_on_M": np.where(arr >= 0, sgd["step"].values[np.maximum(arr, 0)], -1),
@@ -194,28 +201,35 @@ def _first_for_good(ok: np.ndarray) -> np.ndarray:
     return T - trailing
 
 
-# The hand-over counts as small when the retraction moves θ by at most this fraction of the
-# flow's own displacement (figures say so when the median is above it).
+# The hand-over counts as small when the retraction moves θ by at most this fraction of θ's
+# displacement over the whole run (figures say so when the median is above it).
 HANDOVER_SMALL = 0.1
 
 
-def _handover(th_sgd, th_flow0, th_flow_end, X, loss_sgd, F_sgd, F_flow0) -> dict[str, np.ndarray]:
+def _handover(th_init, th_sgd, th_flow0, th_flow_end, X, loss_sgd, F_sgd, F_flow0) -> dict[str, np.ndarray]:
     """What the retraction onto M does at the SGD-to-flow hand-over, per replica.
 
-    θ moves from SGD's last iterate to the flow's start (its retraction onto M); the
-    flow's own travel is the displacement from its start to its end.
+    θ moves from SGD's last iterate to the flow's start (its retraction onto M). The move is
+    measured against θ's displacement over the whole run, from SGD's initial θ0 to the flow's
+    end: a scale that does not vanish when SGD has already converged (then the flow itself
+    travels almost nothing, and a ratio to the flow's own travel blows up though the hand-over
+    changes nothing). The ratio is NaN where it is undefined: a replica that diverged or whose
+    flow failed (their ``flag`` says so), or one that ends exactly at θ0 though the retraction
+    moved it (:func:`_flag` says so); 0 where nothing moved at all.
     """
-    move = np.linalg.norm(th_flow0 - th_sgd, axis=(-2, -1))
-    travel = np.linalg.norm(th_flow_end - th_flow0, axis=(-2, -1))
+    norm = lambda a: np.linalg.norm(a, axis=(-2, -1))  # noqa: E731
+    move = norm(th_flow0 - th_sgd)
+    overall = norm(th_flow_end - th_init)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(travel > 0, move / travel, np.where(move > 0, np.inf, 0.0))
+        ratio = np.where(overall > 0, move / overall, np.where(move == 0, 0.0, np.nan))
     return {
         "loss_sgd_end": loss_sgd,
         "handover_theta_move": move,
         "handover_z_move": np.max(np.abs((th_flow0 - th_sgd) @ X.T), axis=(-2, -1)),
         "sharpness_handover_before": F_sgd,
         "sharpness_handover_after": F_flow0,
-        "flow_theta_travel": travel,
+        "flow_theta_travel": norm(th_flow_end - th_flow0),
+        "theta_displacement": overall,
         "handover_move_ratio": ratio,
     }
 
@@ -263,7 +277,15 @@ def _bound_holds(after: np.ndarray, at: np.ndarray, bound: np.ndarray, ran_to: n
 
 
 def _flag(row, has_target: bool, z_tol: float) -> str:
-    """Why a replica does not count as having reached the Theorem 2 point ('' when it does)."""
+    """Why a replica does not count as having reached the Theorem 2 point ('' when it does), or
+    why its hand-over ratio is undefined though it ran normally."""
+    why = _not_reached(row, has_target, z_tol)
+    if not why and np.isnan(row.handover_move_ratio):
+        return "hand-over ratio undefined: θ ends exactly at θ0 though the retraction moved it"
+    return why
+
+
+def _not_reached(row, has_target: bool, z_tol: float) -> str:
     if row.sgd_diverged:
         return "diverged during SGD"
     if row.flow_status == NO_FLOW:
