@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Screenshot a Snakemake HTML report in headless chromium (Debian: apt-get install -y chromium).
-#   ci/screenshot-report.sh report.html out.png [CATEGORY [FILE_SUFFIX]]
+#   ci/screenshot-report.sh report.html out.png [CATEGORY [FILE_SUFFIX [info]]]
 # Without CATEGORY: the start page. With CATEGORY (e.g. fig1a): that category's list. With
-# FILE_SUFFIX (e.g. fig1a_trajectory.png): that result opened in the viewer.
+# FILE_SUFFIX (e.g. fig1a_trajectory.png or comparison.html): that result shown in the content
+# pane beside the category's list, as a click on it shows it; with `info` as fifth argument the
+# left pane shows the result's caption instead of the list.
+# WINDOW_SIZE (default 1400,1000) sets the window.
 set -euo pipefail
-report=$(realpath "$1"); out=$(realpath -m "$2"); cat=${3:-}; file=${4:-}
+report=$(realpath "$1"); out=$(realpath -m "$2"); cat=${3:-}; file=${4:-}; info=${5:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 page="$tmp/page.html"
@@ -12,13 +15,14 @@ cp "$report" "$page"
 if [[ -n "$cat" ]]; then
   cat >>"$page" <<JS
 <script>
-var key = Object.keys(results).find(function (p) { return "$file" && p.endsWith("$file"); });
+var inCat = [].concat.apply([], Object.values(categories["$cat"] || {}));
+var key = inCat.concat(Object.keys(results)).find(function (p) { return "$file" && p.endsWith("$file"); });
 setTimeout(function () { app.showCategory("$cat"); }, 300);
 if (key) {
-  var img = /\.(png|jpe?g|svg)$/.test(key);
-  setTimeout(function () { app.showResultInfo(key); }, 600);
-  if (img) setTimeout(function () {
-    app.setView({content: "img", contentPath: results[key].data_uri, resultPath: key});
+  if ("$info") setTimeout(function () { app.showResultInfo(key); }, 600);
+  var kind = /\.(png|jpe?g|svg)$/.test(key) ? "img" : /\.html?$/.test(key) ? "html" : null;
+  if (kind) setTimeout(function () {
+    app.setView({content: kind, contentPath: results[key].data_uri, resultPath: key});
   }, 900);
 }
 </script>

@@ -509,15 +509,17 @@ def test_only_validated_values_reach_the_report():
         "snakemake.output.csv",
         "snakemake.output.nc",
         "snakemake.output[0]",
-        # table.rst: the table wildcard (a regime name or a summary stem, both path-safe), the
-        # regime name taken from it, and the CSV path built from `results` and it
-        "table",
-        "regime",
+        # table_summary.rst, table_sweep.rst: the summary's stem or the sweep's name (both
+        # path-safe) and the CSV path built from `results` and it
+        "snakemake.wildcards.summary",
         "snakemake.input[0]",
-        # workflow.rst: φ written out from the validated activation (an enum and numbers)
-        'snakemake.config["activation_text"][name]',
     } | {f'{v}["{k}"]' for v in ("cfg", "r") for k in ("d", "eta", "m", "n", "replicas", "sigma", "target")}
     allowed.add('r["sgd"]["steps"]')
+    # workflow.rst's regime table (common.smk, _report_regimes): a regime's or sweep's name, the
+    # fixed text " (sweep, N points)", and numbers, enums and φ written out from the validated
+    # activation, several joined by ", " for a sweep
+    fields = ("name", "note", "m", "d", "n", "eta", "sigma", "replicas", "steps", "activation", "target")
+    allowed |= {f'row["{k}"]' for k in fields}
     # figure captions: each figure's PDF path, built from `results`, the regime name and the kind
     kinds = ("singular_values", "trajectory", "neuron_pca", "structure", "sgd_alone", "brute_force")
     allowed |= {f"snakemake.output.{kind}_pdf" for kind in kinds}

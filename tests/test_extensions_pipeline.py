@@ -1,5 +1,7 @@
 """The beyond-the-paper regimes run from config.yaml alone (`snakemake extensions`)."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from test_outputs_doc import build_report, embedded_pages
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = Path(__file__).parent / "data" / "tiny_extensions.yaml"
@@ -71,3 +74,33 @@ def test_weighted_targets_and_algorithms(ext_run):
     sam = xr.open_dataset(ext_run / "x_sam" / "sgd.nc")
     assert sam.attrs["algorithm"] == "one_sam"
     np.testing.assert_allclose(sam["tau"], 0.05 * 0.1**2 * sam["step"] / 2)  # τ = ηρ²k/n
+
+
+def test_report_of_the_extensions_target(ext_run, tmp_path):
+    """The README's `snakemake --report report_extensions.html extensions`, with a grouped sweep
+    (whose compare jobs have no {regime} wildcard): every table is in it, readable, n/a as text."""
+    html = build_report(ext_run.parent, tmp_path / "report_extensions.html", "extensions")
+    pages = embedded_pages(html)
+    points = [f"x_sweep__eta-{e}__sigma-{s}" for e in ("0p02", "0p05") for s in ("0p1", "0p2")]
+    for regime in ["x_tanh", "x_weights", "x_gd", "x_sam", *points]:
+        page = pages[f"results/{regime}/comparison.html"]
+        assert f"<h1>{regime}: comparison with the theory" in page and "flow_status" in page
+        assert "Resolved configuration of this regime" in page
+    for regime in points:  # each grid point's page holds its own configuration
+        sigma = 0.1 if regime.endswith("0p1") else 0.2
+        assert f'"sigma": {sigma},' in pages[f"results/{regime}/comparison.html"]
+    # tanh is outside the theory: its theory columns read n/a (not blank), the reason given once
+    tanh = pages["results/x_tanh/comparison.html"]
+    assert tanh.count(">n/a</td>") >= 2 * 4 and "<td></td>" not in tanh
+    assert "Assumption 1 fails" in tanh.split("<table>")[0]
+    # the columns come in tabs, every one of them in "all columns"
+    assert re.findall(r'<label for="tab\d+">([^<]*)</label>', tanh)[-1] == "all columns"
+    summary = pages["results/summary_extensions.html"]
+    assert all(r in summary for r in points) and ">n/a</td>" in summary
+    grid = pages["results/sweeps/x_sweep.html"]  # the sweep's table, one row per grid point
+    assert grid.count("<tr>") == 1 + len(points) and "rank_flow" in grid
+    # the menu lists the sweep once, its points inside; the regime table one row for it
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
+    assert sorted(categories["x_sweep"]) == sorted(points) and not set(points) & set(categories)
+    table = html.split("Regimes in this run", 1)[1].split("</table>", 1)[0]
+    assert "x_sweep</tt> (sweep, 4 points)" in table

@@ -7,6 +7,7 @@ through ``tiny_workdir``); every NetCDF file it writes is checked variable by va
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -226,6 +227,28 @@ def test_xarray_example_is_five_lines_and_runs(tiny, tmp_path):
 # --------------------------------------------------------------------------- the report
 
 
+def build_report(work: Path, report: Path, *targets: str) -> str:
+    """`snakemake --report REPORT [TARGET]` in an existing run's folder: the report's HTML."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
+    proc = subprocess.run(cmd + ["--report", str(report), *targets], capture_output=True, text=True, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERROR" not in proc.stderr, proc.stderr[-3000:]  # docutils errors in a caption
+    html = report.read_text()
+    assert "System Message" not in html, "an rST error shown in the report"
+    return html
+
+
+def embedded_pages(html: str) -> dict[str, str]:
+    """The report's embedded HTML results (the tables' pages), by their path, without the line
+    break hints (<wbr>) in their column names."""
+    entries = json.loads(re.search(r"var results = (\{.*?\});\n", html).group(1))
+    return {
+        path: base64.b64decode(e["data_uri"].split(",", 1)[1]).decode().replace("<wbr>", "")
+        for path, e in entries.items()
+        if e["data_uri"].startswith("data:text/html")
+    }
+
+
 def test_report_holds_every_figure_table_and_config(tiny, tmp_path):
     # a regime behind the extensions target (not in this report), with a sweep-style name:
     # the regime table must list it without a dangling link to a category the report lacks
@@ -234,39 +257,24 @@ def test_report_holds_every_figure_table_and_config(tiny, tmp_path):
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["regimes"]["later__eta-0p1"] = {**cfg["regimes"]["tiny_a"], "target": "extensions"}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    tiny = work
-    report = tiny / "report.html"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(tiny),
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tiny,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ERROR" not in proc.stderr, proc.stderr[-3000:]  # docutils errors in a caption
-    html = report.read_text()
+    html = build_report(work, work / "report.html")
     for regime in REGIMES:
         for kind in ("singular_values", "trajectory", "neuron_pca"):
             assert f"{regime}_{kind}.png" in html
-    assert html.count("Resolved configuration of this regime") == len(REGIMES)
-    # the tables are shown as HTML tables (embedded base64 pages), not offered as CSV downloads
-    pages = [
-        base64.b64decode(b).decode()
-        for b in re.findall(r"data:text/html;[^,]*base64,([A-Za-z0-9+/=]+)", html)
-    ]
-    tables = [p for p in pages if "<table>" in p]
-    assert any("median_z_dist_flow_end" in p and "<td" in p for p in tables), "summary table"
-    assert sum("z_dist_flow_end" in p and "flow_status" in p for p in tables) == len(REGIMES)
+    # the tables are shown as HTML tables (embedded pages), not offered as CSV downloads; each
+    # regime's page ends with its resolved configuration
+    pages = embedded_pages(html)
+    assert (
+        "<table>" in pages["results/summary.html"]
+        and "median_z_dist_flow_end" in pages["results/summary.html"]
+    )
+    for regime in REGIMES:
+        page = pages[f"results/{regime}/comparison.html"]
+        assert "z_dist_flow_end" in page and "flow_status" in page and "<td" in page
+        assert "Resolved configuration of this regime" in page and '"replicas": ' in page
+    # tiny_b has n > d: its theory columns read n/a, its reason is given once above the table
+    assert ">n/a</td>" in pages["results/tiny_b/comparison.html"]
+    assert "The same in every row" in pages["results/tiny_b/comparison.html"]
     # the regime table lists this report's regimes, with readable activations
     table = html.split("Regimes in this run", 1)[1].split("</table>", 1)[0]
     assert "later__eta-0p1" not in table and all(r in table for r in REGIMES), table

@@ -52,7 +52,7 @@ def test_a_regime_name_builds_that_regime_only(work):
         "run_flow": 1,
         "compare": 1,
         "figures": 1,
-        "table_html": 1,
+        "comparison_html": 1,
         "tiny_a": 1,
     }
     assert "regime=tiny_b" not in proc.stdout and "summary" not in proc.stdout
@@ -63,7 +63,8 @@ def test_a_sweep_a_grid_point_and_a_regimes_file_regime_are_targets(work):
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = jobs(proc.stdout)
     assert got["run_sgd_sw-a_group000"] == got["run_sgd_sw-a_group001"] == 1  # 4 points, 3 a job
-    assert got["phase_diagram"] == got["sweep_table"] == 1 and got["sw-a"] == got["mine"] == 1
+    assert got["phase_diagram"] == got["sweep_table"] == got["sweep_table_html"] == 1
+    assert got["sw-a"] == got["mine"] == 1
     assert got["run_sgd"] == 1 and "regime=tiny_a" not in proc.stdout  # `mine` alone, per point
     point = "sw-a__eta-0p05__sigma-0p2"
     proc = snakemake(work, "-n", point)

@@ -40,7 +40,9 @@ RULE_NAMES = frozenset(
         "run_brute_force",
         "compare",
         "summary",
-        "table_html",
+        "comparison_html",
+        "summary_html",
+        "sweep_table_html",
         "figures",
         "brute_force_figures",
         "sweep_table",
@@ -90,7 +92,8 @@ def regime_files(name: str, regimes: dict[str, dict], results: str) -> list[str]
     """The files ``snakemake NAME`` builds for a regime, or for every grid point of a sweep."""
     if name not in regimes:  # a sweep's base name
         files = [f for p in sweeps(regimes)[name] for f in regime_files(p, regimes, results)]
-        return files + [f"{results}/sweeps/{name}.csv"] + phase_figures([name], results)
+        tables = [f"{results}/sweeps/{name}.{ext}" for ext in ("csv", "html")]
+        return files + tables + phase_figures([name], results)
     reg = regimes[name]
     brute = reg["brute_force"]["steps"] > 0
     files = [f"{results}/{name}/{f}" for f in REGIME_FILES]

@@ -66,11 +66,45 @@ if workflow.overwrite_configfiles:
     )
 config.clear()
 config.update(_validated)
+
+
+def _report_regimes(regimes):
+    """The rows of the report's regime table (workflow/report/workflow.rst): one per regime, one
+    per sweep (its name, the number of its grid points, and each field's values over the points).
+    A row's name is its category in the report (report_place)."""
+    rows = {}
+    for name, c in regimes.items():
+        of = c.get("sweep_of")
+        fields = {
+            "m": c["m"],
+            "d": c["d"],
+            "n": c["n"],
+            "eta": c["eta"],
+            "sigma": c["sigma"],
+            "replicas": c["replicas"],
+            "steps": c["sgd"]["steps"],
+            "activation": pretty(make_activation(c["activation"]).describe()),
+            "target": c["target"],
+        }
+        row = rows.setdefault(
+            of["base"] if of else name,
+            {"name": of["base"] if of else name, "sweep": bool(of), "points": 0}
+            | {k: [] for k in fields},
+        )
+        row["points"] += 1
+        for k, v in fields.items():
+            if v not in row[k]:
+                row[k].append(v)
+    for row in rows.values():
+        row["note"] = f" (sweep, {row['points']} points)" if row["sweep"] else ""
+        for k, v in row.items():
+            if isinstance(v, list):
+                row[k] = ", ".join(str(x) for x in sorted(v))
+    return list(rows.values())
+
+
 # for the report's regime table only (jobs get their own regime's entry, never this)
-config["activation_text"] = {
-    r: pretty(make_activation(c["activation"]).describe())
-    for r, c in config["regimes"].items()
-}
+config["report_regimes"] = _report_regimes(config["regimes"])
 
 RESULTS = config["results"]
 REGIMES = list(config["regimes"])
@@ -185,8 +219,8 @@ def figure_outputs(kinds):
         out[f"{kind}_png"] = report(
             f"{RESULTS}/figures/{{regime}}_{kind}.png",
             caption=f"../report/figure_{kind}.rst",
-            category="{regime}",
-            subcategory="figures",
+            category=report_place_of("figures")[0],
+            subcategory=report_place_of("figures")[1],
             labels={"regime": "{regime}", "figure": kind},
         )
         out[f"{kind}_pdf"] = f"{RESULTS}/figures/{{regime}}_{kind}.pdf"
@@ -254,25 +288,40 @@ def report_failures():
                     )
 
 
-def _table_regime(wildcards):
-    """The regime of a comparison table ('fig1a/comparison' -> 'fig1a'); None for a summary."""
-    head, _, tail = wildcards.table.partition("/")
-    return head if tail == "comparison" else None
+def report_place(regime, kind):
+    """(category, subcategory) of a regime's result in the report: the regime and the kind
+    ('figures', 'comparison with theory'); a sweep's grid point goes to its sweep's category, in
+    a subcategory of its own, so that the menu lists each sweep once, whatever its size.
+    """
+    of = config["regimes"][regime].get("sweep_of")
+    return (of["base"], regime) if of else (regime, kind)
 
 
-def table_category(wildcards):
-    return _table_regime(wildcards) or "summary"
+def report_place_of(kind):
+    """report_place for the {regime} wildcard: two functions, for category and subcategory."""
+    return (
+        lambda wc: report_place(wc.regime, kind)[0],
+        lambda wc: report_place(wc.regime, kind)[1],
+    )
 
 
-def table_subcategory(wildcards):
-    return "comparison with theory" if _table_regime(wildcards) else None
-
-
-def table_labels(wildcards):
-    regime = _table_regime(wildcards)
-    if regime:
-        return {"regime": regime, "table": "comparison (per replica)"}
-    return {"table": wildcards.table}
+def comparison_report(regime=None, suffix=""):
+    """A regime's comparison.html, marked for the report: the per-regime rule's '{regime}'
+    (regime None), or a grid point of a grouped sweep's compare job (suffix: its empty
+    '{internal}' wildcard). Its caption names no wildcard: a grouped job has no {regime}."""
+    kind = "comparison with theory"
+    if regime is None:
+        category, subcategory = report_place_of(kind)
+    else:
+        category, subcategory = report_place(regime, kind)
+    name = regime or "{regime}"
+    return report(
+        f"{RESULTS}/{name}/comparison.html{suffix}",
+        caption="../report/table_comparison.rst",
+        category=category,
+        subcategory=subcategory,
+        labels={"regime": name, "table": "comparison (per replica)"},
+    )
 
 
 def cancel_rate_limit_timers():

@@ -29,24 +29,60 @@ rule summary:
         "../scripts/summary.py"
 
 
-# a CSV table as an HTML table, so that the report shows it (a CSV can only be downloaded there)
-rule table_html:
+# CSV tables as HTML pages, so that the report shows them (a CSV can only be downloaded there);
+# a grouped sweep's compare job writes its points' pages itself (sweep_groups.smk)
+rule comparison_html:
     input:
-        f"{RESULTS}/{{table}}.csv",
+        f"{RESULTS}/{{regime}}/comparison.csv",
     output:
-        report(
-            f"{RESULTS}/{{table}}.html",
-            caption="../report/table.rst",
-            category=table_category,
-            subcategory=table_subcategory,
-            labels=table_labels,
-        ),
+        comparison_report(),
     log:
-        "logs/tables/{table}.log",
+        "logs/tables/{regime}/comparison.log",
     wildcard_constraints:
-        table=rf"({'|'.join(SUMMARIES) or '(?!)'})|({UNGROUPED})/comparison",
+        regime=UNGROUPED,
     localrule: True
     params:
+        cfg=regime_cfg,
+        code=code_version("table_html"),
+    script:
+        "../scripts/table_html.py"
+
+
+rule summary_html:
+    input:
+        f"{RESULTS}/{{summary}}.csv",
+    output:
+        report(
+            f"{RESULTS}/{{summary}}.html",
+            caption="../report/table_summary.rst",
+            category="summary",
+            labels={"table": "{summary}"},
+        ),
+    log:
+        "logs/tables/{summary}.log",
+    localrule: True
+    params:
+        cfg=None,
+        code=code_version("table_html"),
+    script:
+        "../scripts/table_html.py"
+
+
+rule sweep_table_html:
+    input:
+        f"{RESULTS}/sweeps/{{base}}.csv",
+    output:
+        report(
+            f"{RESULTS}/sweeps/{{base}}.html",
+            caption="../report/table_sweep.rst",
+            category="sweeps",
+            labels={"sweep": "{base}", "table": "grid points"},
+        ),
+    log:
+        "logs/sweeps/{base}_table_html.log",
+    localrule: True
+    params:
+        cfg=None,
         code=code_version("table_html"),
     script:
         "../scripts/table_html.py"

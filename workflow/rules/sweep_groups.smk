@@ -98,16 +98,7 @@ for _base, _chunks in GROUPS.items():
             output:
                 nc=_internal(f"{RESULTS}/{p}/comparison.nc" for p in _pts),
                 csv=_internal(f"{RESULTS}/{p}/comparison.csv" for p in _pts),
-                html=[
-                    report(
-                        f"{RESULTS}/{p}/comparison.html{{internal}}",
-                        caption="../report/table.rst",
-                        category=p,
-                        subcategory="comparison with theory",
-                        labels={"regime": p, "table": "comparison (per replica)"},
-                    )
-                    for p in _pts
-                ],
+                html=[comparison_report(p, "{internal}") for p in _pts],
             log:
                 f"logs/sweeps/{_tag}/compare.log{{internal}}",
             params:

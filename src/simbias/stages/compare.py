@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import analysis, model, storage, theory
 from ..activations import make_activation
-from ..tables import csv_to_html
+from ..tables import comparison_title, csv_to_html
 from .common import NO_FLOW, NO_FLOW_REASON, START_NOT_FINITE, open_inputs, stage_attrs
 from .compare_brute import brute_force_columns
 
@@ -179,7 +179,7 @@ def compare_group(
     for i, regime in enumerate(regimes):
         data, sgd, flow, nc, csv, html = (paths[k][i] for k in ("data", "sgd", "flow", "nc", "csv", "html"))
         compare(regime, cfgs[regime], data, sgd, flow, nc, csv, brute_path=brute_paths.get(regime))
-        csv_to_html(csv, html, f"{regime}/comparison")
+        csv_to_html(csv, html, comparison_title(regime), cfgs[regime])
 
 
 # A run counts as having arrived on M once its loss stays at or below this (labels are O(1)).
