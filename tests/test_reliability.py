@@ -307,6 +307,44 @@ def test_stale_or_corrupt_checkpoint_is_not_used(tmp_path, problem, caplog):
     assert ck.resumed_from is None and "unreadable" in caplog.text
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_checkpoint_save_lands_after_it(tmp_path, monkeypatch, sig):
+    """Ctrl-C or SIGTERM while a checkpoint is being written: the write completes and is renamed
+    into place, no temporary file is left, and the signal then stops the run as usual. (Before,
+    about 1 signal in 100 landing in a save left its temporary file behind.)"""
+    from simbias import checkpoint
+
+    def stop(signum, frame):  # as the jobs do (simbias.logs): SIGTERM exits, Ctrl-C interrupts
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+    old = {s_: signal.signal(s_, stop) for s_ in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ck = SGDCheckpoint(tmp_path / "c.npz")
+        ck.bind(run=1)
+        ck.save(1, {"x": np.zeros(3)})
+        real = checkpoint.atomic_write
+
+        def signalled(path, write):
+            def write_signalled(fh):
+                signal.raise_signal(getattr(signal, sig))  # arrives mid-write
+                write(fh)
+
+            real(path, write_signalled)
+
+        monkeypatch.setattr(checkpoint, "atomic_write", signalled)
+        with pytest.raises(KeyboardInterrupt if sig == "SIGINT" else SystemExit):
+            ck.save(2, {"x": np.ones(3)})
+        assert signal.getsignal(getattr(signal, sig)) is stop  # the job's own handler is back
+    finally:
+        for s_, h in old.items():
+            signal.signal(s_, h)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary
+    again = SGDCheckpoint(tmp_path / "c.npz")
+    again.bind(run=1)
+    state = again.load()
+    assert state.step == 2 and (state.arrays["x"] == 1).all()
+
+
 # --------------------------------------------------------------------------- kill -9, end to end
 
 
