@@ -14,7 +14,6 @@ from simbias.config import (
     REGIME_NAME,
     ConfigError,
     check_environment,
-    check_regimes_file,
     check_summary_names,
     load_schema,
     summary_groups as _summary_groups,
@@ -308,7 +307,8 @@ def report_place_of(kind):
 def comparison_report(regime=None, suffix=""):
     """A regime's comparison.html, marked for the report: the per-regime rule's '{regime}'
     (regime None), or a grid point of a grouped sweep's compare job (suffix: its empty
-    '{internal}' wildcard). Its caption names no wildcard: a grouped job has no {regime}."""
+    '{internal}' wildcard). Its caption names no wildcard: a grouped job has no {regime}.
+    """
     kind = "comparison with theory"
     if regime is None:
         category, subcategory = report_place_of(kind)
