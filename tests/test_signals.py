@@ -113,7 +113,7 @@ def test_a_signal_ends_a_flow_job_within_seconds_whatever_its_workers_do(
         time.sleep(0.05)
     assert live(proc.pid) == []
     saved = sorted(ckpt.glob("replica-*.npz"))
-    assert want <= len(saved) < R
+    assert want <= len(saved) <= R  # R: the signal came after the last replica, before flow.nc
     for path in saved:
         with np.load(path, allow_pickle=False) as z:
             assert np.isfinite(z["theta_end"]).all()

@@ -87,7 +87,10 @@ def test_sgd_alone_names_its_own_hand_over(monkeypatch, tmp_path):
 
     def save(fig, png, pdf):
         ax = fig.axes[0]
-        seen["title"], seen["texts"] = ax.get_title(), [t.get_text() for t in ax.texts]
+        legends = [ax.get_legend(), *fig.legends]
+        texts = [t.get_text() for t in ax.texts]
+        texts += [t.get_text() for lg in legends if lg is not None for t in lg.get_texts()]
+        seen["title"], seen["texts"] = ax.get_title(), texts
         matplotlib.pyplot.close(fig)
 
     monkeypatch.setattr(bf_fig, "_save", save)
@@ -96,5 +99,6 @@ def test_sgd_alone_names_its_own_hand_over(monkeypatch, tmp_path):
     write_sgd(tmp_path / "brute.nc", last_ratios=last, diverged=[0, 0], tau_per_step=1e-4, step0=4000)
     inputs = {"sgd": str(tmp_path / "sgd.nc"), "brute": str(tmp_path / "brute.nc")}
     bf_fig.sgd_alone("fig2_paper", dict(CFG, eta=0.1, sigma=0.1), inputs, "x.png", "x.pdf")
-    assert any(t.startswith(" fig2_paper hands over to the flow here") for t in seen["texts"]), seen["texts"]
+    assert any(t.startswith("fig2_paper hands over to") for t in seen["texts"]), seen["texts"]
+    assert not any("fig1a" in t for t in seen["texts"]), seen["texts"]
     assert "median at step 8e+03 (τ = 0.8): σ₂/σ₁ = 3.0e-03, σ₃/σ₁ = 2.0e-05" in seen["title"]

@@ -30,7 +30,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
         r"replicas|(sgd_)?diverged|flow_status|flow_converged|reached_theorem2_point|flag(ged)?|failed|z_tol"
         r"|(median_)?z_dist_(sgd|flow)_end|(median_)?sharpness_gap|rank_(sgd|flow)|gap(_is_F|_floor)?",
     ),
-    ("hand-over", r"(median_)?(handover_.*|flow_theta_travel|sharpness_handover_.*)"),
+    ("hand-over", r"(median_)?(handover_.*|flow_theta_travel|theta_displacement|sharpness_handover_.*)"),
     ("sharpness", r"(median_)?(sharpness_(?!gap$|handover_).*|grad_norm_end|loss_sgd_end)"),
     ("Theorem 3, Lemma 6", r"(median_)?(tau_.*|theorem3_(?!applicable$).*|lemma6_.*)"),
     ("structure", r"(feature_rank|cluster_count|step_arrival)_.*"),
